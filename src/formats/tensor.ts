@@ -68,39 +68,32 @@ export class MemoryTensors implements TensorReader {
 }
 
 /**
- * A view of a reader with a key prefix removed and optional aliases (canonical name → stored name),
- * so graph builders see one canonical naming whatever wrapper prefix a checkpoint used.
+ * A view of a reader under canonical names (canonical name → stored name), so graph builders see one
+ * naming whatever wrapper prefix or legacy spelling a checkpoint used. Names without a mapping are hidden.
  */
-export class ScopedTensors implements TensorReader {
+export class RenamedTensors implements TensorReader {
   readonly source: string;
   constructor(
     private readonly inner: TensorReader,
-    private readonly prefix: string,
-    private readonly aliases: ReadonlyMap<string, string> = new Map(),
+    private readonly mapping: ReadonlyMap<string, string>,
   ) {
     this.source = inner.source;
   }
 
-  private stored(name: string): string {
-    return this.prefix + (this.aliases.get(name) ?? name);
-  }
-
   names(): string[] {
-    const reverse = new Map([...this.aliases].map(([canon, stored]) => [stored, canon]));
-    return this.inner
-      .names()
-      .filter((n) => n.startsWith(this.prefix))
-      .map((n) => n.slice(this.prefix.length))
-      .map((n) => reverse.get(n) ?? n);
+    return [...this.mapping.keys()];
   }
 
   info(name: string): TensorInfo | undefined {
-    const i = this.inner.info(this.stored(name));
+    const stored = this.mapping.get(name);
+    const i = stored === undefined ? undefined : this.inner.info(stored);
     return i ? { ...i, name } : undefined;
   }
 
   readF32(name: string): Float32Array {
-    return this.inner.readF32(this.stored(name));
+    const stored = this.mapping.get(name);
+    if (stored === undefined) throw new CheckpointError(`${this.source}: no tensor named ${name}`);
+    return this.inner.readF32(stored);
   }
 
   close(): void {
