@@ -125,7 +125,8 @@ function resolveEva(reader: TensorReader, stored: string, cfg: TowerConfig | und
   // eva_clip renames original EVA-CLIP q_bias/v_bias to q_proj.bias/v_proj.bias when loading; accept both.
   const rename = (n: string): string => n.replace(/\.attn\.q_bias$/, '.attn.q_proj.bias').replace(/\.attn\.v_bias$/, '.attn.v_proj.bias');
   const map = mapPrefix(names, stored, 'visual.', rename);
-  for (const k of [...map.keys()]) if (k.startsWith('visual.rope.')) map.delete(k); // recomputed buffers
+  // RoPE tables are buffers (stored once per tower and once per block); eva_clip recomputes them on load.
+  for (const k of [...map.keys()]) if (/(^|\.)rope\.freqs_(cos|sin)$/.test(k)) map.delete(k);
   const w = new RenamedTensors(reader, map);
   const src = cfg?.source ?? reader.source;
   if (cfg && cfg.arch !== 'eva02') throw new ConfigError(`${cfg.source}: a Hugging Face CLIP config was given for an EVA02 checkpoint`);
@@ -138,6 +139,9 @@ function resolveEva(reader: TensorReader, stored: string, cfg: TowerConfig | und
   const layers = countBlocks(w.names(), /^visual\.blocks\.(\d+)\./);
   if (!w.info('visual.blocks.0.mlp.w3.weight')) {
     throw new CheckpointError(`${reader.source}: EVA02 block without mlp.w3 (SwiGLU); only LLM2CLIP's naiveswiglu EVA02 towers are supported`);
+  }
+  if (!w.info('visual.blocks.0.attn.q_proj.weight')) {
+    throw new CheckpointError(`${reader.source}: EVA02 attention without separate q/k/v projections (fused qkv, subln=false); LLM2CLIP's EVA02 towers use subln`);
   }
   const mlpWidth = shapeOf(w, 'visual.blocks.0.mlp.w1.weight')[0]!;
   const embedDim = shapeOf(w, 'visual.head.weight')[0]!;

@@ -141,7 +141,11 @@ export function evaTensors(g: Geometry, seed: number, withAdapter: boolean): Syn
     t.push(tensor(`${b}mlp.w2.weight`, [H, W], seed), tensor(`${b}mlp.w2.bias`, [H], seed));
     t.push(tensor(`${b}mlp.ffn_ln.weight`, [H], seed), tensor(`${b}mlp.ffn_ln.bias`, [H], seed));
     t.push(tensor(`${b}mlp.w3.weight`, [W, H], seed), tensor(`${b}mlp.w3.bias`, [W], seed));
+    // eva_clip's state dict carries the shared RoPE buffers under every block too; loaders must ignore them
+    // (noise here, so a loader that used them would fail parity).
+    t.push(tensor(`${b}attn.rope.freqs_cos`, [G * G, W / g.heads], seed), tensor(`${b}attn.rope.freqs_sin`, [G * G, W / g.heads], seed));
   }
+  t.push(tensor(`${v}rope.freqs_cos`, [G * G, W / g.heads], seed), tensor(`${v}rope.freqs_sin`, [G * G, W / g.heads], seed));
   t.push(tensor(`${v}norm.weight`, [W], seed), tensor(`${v}norm.bias`, [W], seed));
   t.push(tensor(`${v}head.weight`, [g.embedDim, W], seed), tensor(`${v}head.bias`, [g.embedDim], seed));
   if (withAdapter) t.push(...adapterTensors('text.', g.adapterDim, g.embedDim, seed));

@@ -35,6 +35,7 @@ describe('resolveTower', () => {
     const r = resolveTower(memory(evaTensors(tiny, 0, true), names), evaCfg());
     expect(r.spec).toMatchObject({ arch: 'eva02', width: 64, layers: 3, heads: 4, mlpWidth: 170, embedDim: 40, subln: true, layerNormEps: 1e-6, rope: { ptHwSeqLen: 16, intpFreq: true, theta: 10000 } });
     expect(r.weights.info('visual.blocks.1.attn.q_proj.bias')?.shape).toEqual([64]);
+    expect(r.weights.names().filter((k) => k.includes('rope'))).toEqual([]);
     expect(r.adapter?.spec.inputDim).toBe(48);
   });
 
