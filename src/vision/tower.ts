@@ -6,6 +6,7 @@
 import type * as ort from 'onnxruntime-node';
 import { Tensor } from 'onnxruntime-node';
 import { join } from 'node:path';
+import { ImageError } from '../image/errors.js';
 import { preprocess, type ImageInput, type ImageLimits } from '../image/preprocess.js';
 import { ADAPTER_ONNX, readManifest, TOWER_ONNX, type TowerManifest } from './manifest.js';
 import { createSession, outputData, SessionError, type SessionOptions } from './session.js';
@@ -59,7 +60,14 @@ export class VisionTower {
 
   async encode(inputs: readonly ImageInput[], opts: EncodeOptions = {}): Promise<TowerOutput> {
     const px = new Float32Array(inputs.length * this.pixelCount);
-    for (let i = 0; i < inputs.length; i++) px.set(await this.preprocess(inputs[i]!, opts), i * this.pixelCount);
+    for (let i = 0; i < inputs.length; i++) {
+      try {
+        px.set(await this.preprocess(inputs[i]!, opts), i * this.pixelCount);
+      } catch (e) {
+        if (!(e instanceof ImageError)) throw e;
+        throw new ImageError(e.code, `${describeInput(inputs[i]!, i)}: ${e.message}`, { cause: e, inputIndex: i });
+      }
+    }
     return this.encodePixels(px, inputs.length, opts);
   }
 
@@ -116,6 +124,13 @@ export class TextAdapter {
   async dispose(): Promise<void> {
     await this.session.release();
   }
+}
+
+/** Names an input in an error without echoing a whole data URL or buffer. */
+function describeInput(input: ImageInput, index: number): string {
+  if (typeof input !== 'string') return `image #${index} (${input.length} bytes)`;
+  if (input.startsWith('data:')) return `image #${index} (data URL)`;
+  return input;
 }
 
 export function l2normalize(v: Float32Array, dim: number): Float32Array {
