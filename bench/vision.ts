@@ -36,16 +36,22 @@ function peakRssMiB(): number {
   return Math.round(process.resourceUsage().maxRSS / 1024);
 }
 
-/** Forward FLOPs per image (multiply-add = 2), matmuls and attention only; norms/activations are noise. */
-export function towerFlops(m: { arch: Arch; imageSize: number; patchSize: number; width: number; layers: number; mlpWidth: number; embedDim: number }): number {
+/**
+ * The FLOP floor per image (multiply-add = 2; matmuls and attention only, norms/activations are noise):
+ * every block up to and including the tap needs all tokens; blocks after the tap only feed image_embeds,
+ * which needs the CLS row, so the last block needs keys/values of all tokens but everything else for one row.
+ */
+export function towerFlops(m: { arch: Arch; imageSize: number; patchSize: number; width: number; layers: number; mlpWidth: number; embedDim: number; tapLayer: number }): number {
   const G = Math.floor(m.imageSize / m.patchSize);
   const T = G * G + 1;
   const W = m.width;
+  const mlpMats = m.arch === 'eva02' ? 3 : 2;
+  const block = (rows: number) => 2 * rows * W * 2 * W /* q, out */ + 2 * 2 * rows * T * W /* scores, weighted sum */ + 2 * rows * W * m.mlpWidth * mlpMats;
+  const kv = 2 * T * W * 2 * W;
   const patch = 2 * G * G * W * 3 * m.patchSize * m.patchSize;
-  const attnProj = 2 * T * W * 4 * W; // q, k, v, out
-  const attnCore = 2 * 2 * T * T * W; // scores and weighted sum
-  const mlp = m.arch === 'eva02' ? 2 * T * W * m.mlpWidth * 3 : 2 * T * W * m.mlpWidth * 2;
-  return patch + m.layers * (attnProj + attnCore + mlp) + 2 * W * m.embedDim;
+  let total = patch + 2 * W * m.embedDim;
+  for (let l = 0; l < m.layers; l++) total += kv + block(l <= m.tapLayer || l < m.layers - 1 ? T : 1);
+  return total;
 }
 
 async function matmulWorker(dir: string): Promise<void> {
