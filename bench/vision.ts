@@ -5,6 +5,8 @@
  * ORT build, and the tower's FLOP count, giving the fraction of MatMul throughput the tower reaches.
  *
  * Flags: --archs openai,eva02  --batches 1,4  --dtype fp32|fp16  --work DIR (default models/cache/bench)
+ *        --reuse (keep towers converted by an earlier run; by default every run re-synthesises and re-converts,
+ *        so the numbers always belong to the current graph builder)
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
@@ -126,7 +128,7 @@ async function main(): Promise<void> {
     const dir = join(work, `${arch}-l-14-336`);
     const towerDir = join(dir, `tower-${dtype}`);
     let convert: unknown = 'reused';
-    if (!existsSync(join(towerDir, 'tower.json'))) {
+    if (!process.argv.includes('--reuse') || !existsSync(join(towerDir, 'tower.json'))) {
       rmSync(dir, { recursive: true, force: true });
       convert = child(['--worker', 'convert', '--arch', arch, '--dir', dir, '--dtype', dtype]);
     }

@@ -125,6 +125,7 @@ export async function cmdAdapt(argv: string[]): Promise<void> {
   const out = flag(values, 'out', nonEmpty);
   const adapter = await TextAdapter.load(flag(values, 'tower', nonEmpty), {
     executionProvider: flag(values, 'provider', providerSchema),
+    threads: values.threads === undefined ? undefined : flag(values, 'threads', positiveInt),
   });
   try {
     const { shape, data } = readNpy(file);

@@ -218,6 +218,23 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): unknown {
 
 // ---- writer ----
 
+/**
+ * A bounded description of an untrusted unpickled value for error messages: a tiny pickle can build a
+ * shared-reference structure whose full printout is exponentially large, so never stringify one whole.
+ */
+export function describeValue(v: unknown, depth = 2): string {
+  if (v === null || v === undefined) return String(v);
+  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v);
+  if (typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean') return String(v);
+  if (Array.isArray(v)) {
+    if (depth <= 0) return `[…${v.length} items]`;
+    const items = v.slice(0, 6).map((x) => describeValue(x, depth - 1));
+    return `[${items.join(', ')}${v.length > 6 ? `, …${v.length - 6} more` : ''}]`;
+  }
+  if (v instanceof Map) return `dict(${v.size} items)`;
+  return typeof v === 'object' ? `<${(v as object).constructor?.name ?? 'object'}>` : typeof v;
+}
+
 export class PyGlobal {
   constructor(readonly module: string, readonly name: string) {}
 }

@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import { CheckpointError, numel, type DType, type TensorInfo, type TensorReader } from './tensor.js';
 import { bf16ArrayToF32, f16ArrayToF32 } from './half.js';
 import { bytesOf, encodeAs, ITEMSIZE, openForRead, planTensors, tensorData, type WritableTensor } from './io.js';
-import { dumpPickle, PyGlobal, PyPersId, PyReduce, PyTuple, unpickle, type PickleValue } from './pickle.js';
+import { describeValue, dumpPickle, PyGlobal, PyPersId, PyReduce, PyTuple, unpickle, type PickleValue } from './pickle.js';
 import { ZipReader, ZipWriter } from './zip.js';
 
 /** A storage class named in the pickle. Only float ones are readable; the others only mark tensors to skip. */
@@ -69,9 +69,9 @@ function allowedGlobals(fail: (msg: string) => never): Map<string, unknown> {
   g.set('torch._utils._rebuild_tensor_v2', (args: unknown[]) => {
     const [storage, offset, shape, stride] = args;
     if (!(storage instanceof Storage)) fail('_rebuild_tensor_v2 called without a storage');
-    if (!Number.isSafeInteger(offset) || (offset as number) < 0) fail(`_rebuild_tensor_v2: bad storage offset ${String(offset)}`);
+    if (!Number.isSafeInteger(offset) || (offset as number) < 0) fail(`_rebuild_tensor_v2: bad storage offset ${describeValue(offset)}`);
     if (!isIntList(shape) || !isIntList(stride) || shape.length !== stride.length) {
-      fail(`_rebuild_tensor_v2: bad size ${JSON.stringify(shape)} / stride ${JSON.stringify(stride)}`);
+      fail(`_rebuild_tensor_v2: bad size ${describeValue(shape)} / stride ${describeValue(stride)}`);
     }
     return new TensorRef(storage as Storage, offset as number, [...(shape as number[])], [...(stride as number[])]);
   });
@@ -121,10 +121,10 @@ export class TorchCheckpointReader implements TensorReader {
     }
     const storages = new Map<string, Storage>();
     const persistentLoad = (pid: unknown): Storage => {
-      if (!Array.isArray(pid) || pid[0] !== 'storage' || pid.length < 5) fail(`unsupported persistent id ${String(pid)}`);
+      if (!Array.isArray(pid) || pid[0] !== 'storage' || pid.length < 5) fail(`unsupported persistent id ${describeValue(pid)}`);
       const [, type, key, , n] = pid as unknown[];
       if (!(type instanceof StorageType)) fail('persistent id does not name an allowed storage type');
-      if (typeof key !== 'string' || !Number.isSafeInteger(n) || (n as number) < 0) fail(`malformed storage id for key ${String(key)}`);
+      if (typeof key !== 'string' || !Number.isSafeInteger(n) || (n as number) < 0) fail(`malformed storage id for key ${describeValue(key)}`);
       const st = type as StorageType;
       const entry = `${this.archive}/data/${key as string}`;
       const cached = storages.get(entry);

@@ -73,8 +73,16 @@ function describe(err: z.ZodError): string {
   return err.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
 }
 
+/** JSON may carry a "__proto__" key as data; copying it into a parsed object would swap that object's prototype. */
+function hasProtoKey(v: unknown, depth = 0): boolean {
+  if (depth > 32 || v === null || typeof v !== 'object') return false;
+  if (Object.hasOwn(v, '__proto__')) return true;
+  return Object.values(v).some((x) => hasProtoKey(x, depth + 1));
+}
+
 /** Parses a config object; `source` names it in errors. */
 export function parseTowerConfig(raw: unknown, source: string): TowerConfig {
+  if (hasProtoKey(raw)) throw new ConfigError(`${source}: config contains a "__proto__" key`);
   if (raw && typeof raw === 'object' && 'vision_config' in raw) {
     const r = hfConfig.safeParse(raw);
     if (!r.success) throw new ConfigError(`${source}: invalid Hugging Face CLIP config: ${describe(r.error)}`);

@@ -7,6 +7,7 @@
 import { CheckpointError, RenamedTensors, type TensorReader } from '../formats/tensor.js';
 import { BUILTIN_EVA_ROPE, matchBuiltin } from './builtin.js';
 import { ConfigError, type TowerConfig } from './config.js';
+import { maxAbsDiff, officialRopeTables } from './rope.js';
 import type { AdapterSpec, Arch, TowerSpec } from './spec.js';
 
 export interface ResolvedTower {
@@ -125,8 +126,10 @@ function resolveEva(reader: TensorReader, stored: string, cfg: TowerConfig | und
   // eva_clip renames original EVA-CLIP q_bias/v_bias to q_proj.bias/v_proj.bias when loading; accept both.
   const rename = (n: string): string => n.replace(/\.attn\.q_bias$/, '.attn.q_proj.bias').replace(/\.attn\.v_bias$/, '.attn.v_proj.bias');
   const map = mapPrefix(names, stored, 'visual.', rename);
-  // RoPE tables are buffers (stored once per tower and once per block); eva_clip recomputes them on load.
-  for (const k of [...map.keys()]) if (/(^|\.)rope\.freqs_(cos|sin)$/.test(k)) map.delete(k);
+  // RoPE tables are buffers (stored once per tower and once per block): the graph computes its own, after
+  // they have been checked against the config below.
+  const ropeBuffers = [...map.entries()].filter(([k]) => /(^|\.)rope\.freqs_(cos|sin)$/.test(k));
+  for (const [k] of ropeBuffers) map.delete(k);
   const w = new RenamedTensors(reader, map);
   const src = cfg?.source ?? reader.source;
   if (cfg && cfg.arch !== 'eva02') throw new ConfigError(`${cfg.source}: a Hugging Face CLIP config was given for an EVA02 checkpoint`);
@@ -164,6 +167,19 @@ function resolveEva(reader: TensorReader, stored: string, cfg: TowerConfig | und
   if (rope && !rope.intpFreq && rope.ptHwSeqLen !== grid) {
     throw new ConfigError(`${src}: RoPE without intp_freq needs a ${rope.ptHwSeqLen}×${rope.ptHwSeqLen} grid but the tower has ${grid}×${grid}`);
   }
+  if (ropeBuffers.length > 0) {
+    if (!rope) throw new ConfigError(`${src}: config says rope=false but the checkpoint stores RoPE tables (${ropeBuffers[0]![1]})`);
+    const expected = officialRopeTables(rope, grid, width / heads);
+    for (const [canon, stored] of ropeBuffers) {
+      // 2e-3 absorbs fp16 storage of values in [-1, 1]; a wrong pt_hw_seq_len or intp_freq moves angles by far more.
+      const d = maxAbsDiff(reader.readF32(stored), canon.endsWith('cos') ? expected.cos : expected.sin);
+      if (!(d <= 2e-3)) {
+        throw new ConfigError(
+          `${src}: stored RoPE table ${stored} disagrees with pt_hw_seq_len=${rope.ptHwSeqLen}, intp_freq=${rope.intpFreq}, head width ${width / heads} (max |Δ| ${d.toPrecision(3)}); pass the model's eva_clip config with --config`,
+        );
+      }
+    }
+  }
   if (layers < 2) throw new CheckpointError(`${reader.source}: tower has ${layers} block(s); the LLaVA tap needs at least 2`);
   return {
     spec: {
@@ -189,18 +205,35 @@ function resolveAdapter(reader: TensorReader, embedDim: number): ResolvedTower['
   return { spec: { inputDim, embedDim: out[0]!, blocks, layerNormEps: 1e-5 }, weights: w };
 }
 
-export function resolveTower(reader: TensorReader, cfg?: TowerConfig): ResolvedTower {
+type Detected = { arch: 'openai'; root: string } | { arch: 'eva02'; stored: string };
+
+function detect(reader: TensorReader): Detected {
   const names = reader.names();
   const oa = findAnchor(names, OPENAI_ANCHOR);
-  const ev = oa ? undefined : findAnchor(names, EVA_ANCHOR);
-  let t: { spec: TowerSpec; weights: TensorReader; builtin?: string };
-  if (oa) t = resolveOpenai(reader, oa[1]!, cfg);
-  else if (ev) t = resolveEva(reader, ev[1]! + (ev[2] ?? ''), cfg);
-  else if (findAnchor(names, OPENCLIP_ANCHOR)) {
-    throw new CheckpointError(`${reader.source}: open_clip-style OpenAI tower (visual.conv1.weight); LLM2CLIP publishes OpenAI towers in the Hugging Face layout (vision_model.*), use that file`);
-  } else {
-    const sample = names.slice(0, 5).join(', ');
-    throw new CheckpointError(`${reader.source}: no LLM2CLIP vision tower found (neither vision_model.* nor visual.patch_embed.*; first tensors: ${sample || 'none'})`);
+  if (oa) {
+    if (names.some((n) => n.startsWith(oa[1]! + 'vision_model.') && /\.(inner_attn_ln|ffn_ln|fc3)\./.test(n))) {
+      throw new CheckpointError(
+        `${reader.source}: this is the Hugging Face remote-code port of an EVA02 tower (vision_model.* with EVA layers), which the authors flag for precision mismatches; convert the official LLM2CLIP-*.pt from the same repository instead`,
+      );
+    }
+    return { arch: 'openai', root: oa[1]! };
   }
+  const ev = findAnchor(names, EVA_ANCHOR);
+  if (ev) return { arch: 'eva02', stored: ev[1]! + (ev[2] ?? '') };
+  if (findAnchor(names, OPENCLIP_ANCHOR)) {
+    throw new CheckpointError(`${reader.source}: open_clip-style OpenAI tower (visual.conv1.weight); LLM2CLIP publishes OpenAI towers in the Hugging Face layout (vision_model.*), use that file`);
+  }
+  const sample = names.slice(0, 5).join(', ');
+  throw new CheckpointError(`${reader.source}: no LLM2CLIP vision tower found (neither vision_model.* nor visual.patch_embed.*; first tensors: ${sample || 'none'})`);
+}
+
+/** Which architecture the checkpoint's tensors describe (throws, naming the problem, if none). */
+export function detectArch(reader: TensorReader): Arch {
+  return detect(reader).arch;
+}
+
+export function resolveTower(reader: TensorReader, cfg?: TowerConfig): ResolvedTower {
+  const d = detect(reader);
+  const t = d.arch === 'openai' ? resolveOpenai(reader, d.root, cfg) : resolveEva(reader, d.stored, cfg);
   return { ...t, adapter: resolveAdapter(reader, t.spec.embedDim) };
 }

@@ -2,6 +2,8 @@
  * Random-weight tower tensors under the names the released files use (HF CLIP names for OpenAI towers,
  * eva_clip names for EVA02), for synthesised checkpoints and tests. Pure: no I/O.
  */
+import { officialRopeTables } from './rope.js';
+
 export type SynthPreset = 'tiny' | 'b-16' | 'l-14-224' | 'l-14-336';
 
 export interface Geometry {
@@ -117,6 +119,16 @@ export function openaiTensors(g: Geometry, seed: number, withAdapter: boolean): 
   return t;
 }
 
+/** The RoPE buffers eva_clip saves (released configs: pt_hw_seq_len 16, intp_freq). */
+function ropeBuffers(prefix: string, grid: number, headDim: number): SynthTensor[] {
+  const shape = [grid * grid, headDim];
+  const tables = () => officialRopeTables({ ptHwSeqLen: 16, intpFreq: true, theta: 10000 }, grid, headDim);
+  return [
+    { name: `${prefix}freqs_cos`, shape, fill: () => Float32Array.from(tables().cos) },
+    { name: `${prefix}freqs_sin`, shape, fill: () => Float32Array.from(tables().sin) },
+  ];
+}
+
 export function evaTensors(g: Geometry, seed: number, withAdapter: boolean): SynthTensor[] {
   const W = g.width;
   const G = g.imageSize / g.patchSize;
@@ -141,11 +153,10 @@ export function evaTensors(g: Geometry, seed: number, withAdapter: boolean): Syn
     t.push(tensor(`${b}mlp.w2.weight`, [H, W], seed), tensor(`${b}mlp.w2.bias`, [H], seed));
     t.push(tensor(`${b}mlp.ffn_ln.weight`, [H], seed), tensor(`${b}mlp.ffn_ln.bias`, [H], seed));
     t.push(tensor(`${b}mlp.w3.weight`, [W, H], seed), tensor(`${b}mlp.w3.bias`, [W], seed));
-    // eva_clip's state dict carries the shared RoPE buffers under every block too; loaders must ignore them
-    // (noise here, so a loader that used them would fail parity).
-    t.push(tensor(`${b}attn.rope.freqs_cos`, [G * G, W / g.heads], seed), tensor(`${b}attn.rope.freqs_sin`, [G * G, W / g.heads], seed));
+    // eva_clip's state dict carries the shared RoPE buffers under every block too.
+    t.push(...ropeBuffers(`${b}attn.rope.`, G, W / g.heads));
   }
-  t.push(tensor(`${v}rope.freqs_cos`, [G * G, W / g.heads], seed), tensor(`${v}rope.freqs_sin`, [G * G, W / g.heads], seed));
+  t.push(...ropeBuffers(`${v}rope.`, G, W / g.heads));
   t.push(tensor(`${v}norm.weight`, [W], seed), tensor(`${v}norm.bias`, [W], seed));
   t.push(tensor(`${v}head.weight`, [g.embedDim, W], seed), tensor(`${v}head.bias`, [g.embedDim], seed));
   if (withAdapter) t.push(...adapterTensors('text.', g.adapterDim, g.embedDim, seed));

@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { dumpPickle, PyFloat, PyGlobal, PyPersId, PyReduce, PyTuple, unpickle, type PickleValue } from '../../src/formats/pickle.js';
+import { describeValue, dumpPickle, PyFloat, PyGlobal, PyPersId, PyReduce, PyTuple, unpickle, type PickleValue } from '../../src/formats/pickle.js';
 import { CheckpointError } from '../../src/formats/tensor.js';
 import { fixture, noTorchReason, runPython } from './helpers.js';
 
@@ -101,5 +101,31 @@ print(json.dumps({'t': repr(v['t']), 'd': repr(v['d'])}))`,
       [Buffer.from(bytes).toString('hex')],
     );
     expect(out).toEqual({ t: "(1, 2.0, 'ü', None, False, -1099511627776)", d: "OrderedDict([('k', [1, 2])])" });
+  });
+});
+
+describe('describeValue (error messages about untrusted values)', () => {
+  it('stays short on a shared-reference structure whose full printout would be exponential', () => {
+    // A 250-byte pickle can build this: each level holds the previous level twice (2^40 leaves if printed).
+    let v: unknown = [1];
+    for (let i = 0; i < 40; i++) v = [v, v];
+    const t0 = performance.now();
+    const s = describeValue(v);
+    expect(performance.now() - t0).toBeLessThan(50);
+    expect(s).toBe('[[[…2 items], […2 items]], [[…2 items], […2 items]]]');
+    expect(describeValue('x'.repeat(1000))).toHaveLength(43);
+    expect(describeValue(new Map([[1, 2]]))).toBe('dict(1 items)');
+  });
+
+  it('a pickle bomb in a persistent id is reported quickly, not printed', () => {
+    // PROTO 2, [1] memoised, then 40 levels of MARK BINGET i BINGET i LIST BINPUT i+1, then BINPERSID.
+    const ops: number[] = [0x80, 2, 0x5d, 0x4b, 1, 0x61, 0x71, 0];
+    for (let i = 0; i < 40; i++) ops.push(0x28, 0x68, i, 0x68, i, 0x6c, 0x71, i + 1);
+    ops.push(0x51, 0x2e);
+    const t0 = performance.now();
+    expect(() => unpickle(Uint8Array.from(ops), { globals: new Map(), persistentLoad: (pid) => { throw new CheckpointError(`unsupported persistent id ${describeValue(pid)}`); } })).toThrow(
+      /unsupported persistent id \[\[\[…2 items\]/,
+    );
+    expect(performance.now() - t0).toBeLessThan(500);
   });
 });

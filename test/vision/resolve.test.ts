@@ -6,9 +6,13 @@ import { evaTensors, openaiTensors } from '../../src/vision/synth-weights.js';
 
 const tiny = { imageSize: 32, patchSize: 8, width: 64, layers: 3, heads: 4, embedDim: 40, adapterDim: 48 };
 
-function memory(tensors: { name: string; shape: readonly number[] }[], rename: (n: string) => string = (n) => n): MemoryTensors {
+/** Shapes only (zeros), except the RoPE buffers, whose values resolve checks against the config. */
+function memory(tensors: { name: string; shape: readonly number[]; fill?: () => Float32Array }[], rename: (n: string) => string = (n) => n): MemoryTensors {
   const m = new MemoryTensors('mem');
-  for (const t of tensors) m.set(rename(t.name), t.shape, new Float32Array(t.shape.reduce((a, b) => a * b, 1)));
+  for (const t of tensors) {
+    const data = t.fill && t.name.includes('rope.') ? t.fill() : new Float32Array(t.shape.reduce((a, b) => a * b, 1));
+    m.set(rename(t.name), t.shape, data);
+  }
   return m;
 }
 
@@ -58,6 +62,9 @@ describe('resolveTower', () => {
     const e = memory(evaTensors(tiny, 0, false));
     expect(() => resolveTower(e, evaCfg({ layers: 12 }))).toThrow(/vision_cfg.layers 12 but the checkpoint has 3/);
     expect(() => resolveTower(e, evaCfg({ head_width: 48 }))).toThrow(/not a multiple of head_width/);
+    // The stored RoPE tables are the checkpoint's own evidence of its RoPE settings.
+    expect(() => resolveTower(e, evaCfg({ intp_freq: false, pt_hw_seq_len: 4 }))).toThrow(/stored RoPE table visual.*freqs_cos disagrees with pt_hw_seq_len=4, intp_freq=false/);
+    expect(() => resolveTower(e, evaCfg({ rope: false }))).toThrow(/rope=false but the checkpoint stores RoPE tables/);
     expect(() => resolveTower(e, hfCfg())).toThrow(/Hugging Face CLIP config was given for an EVA02/);
   });
 
@@ -66,11 +73,17 @@ describe('resolveTower', () => {
     const t = openaiTensors(tiny, 0, false).filter((x) => !x.name.includes('layers.1.'));
     expect(() => resolveTower(memory(t), hfCfg())).toThrow(/block 1 is missing/);
     expect(() => resolveTower(memory([{ name: 'visual.conv1.weight', shape: [8, 3, 2, 2] }]))).toThrow(/open_clip-style/);
+    const hfEvaPort = memory([
+      { name: 'vision_model.embeddings.patch_embedding.weight', shape: [64, 3, 8, 8] },
+      { name: 'vision_model.encoder.layers.0.mlp.ffn_ln.weight', shape: [170] },
+    ]);
+    expect(() => resolveTower(hfEvaPort)).toThrow(/remote-code port of an EVA02 tower.*official LLM2CLIP-\*\.pt/);
   });
 
   it('validates config files with named fields', () => {
     expect(() => parseTowerConfig({ vision_config: { hidden_size: -1 } }, 'c.json')).toThrow(/c.json: invalid Hugging Face CLIP config: vision_config.hidden_size/);
     expect(() => parseTowerConfig({ vision_config: { hidden_act: 'relu' } }, 'c.json')).toThrow(/hidden_act 'relu' is not supported/);
     expect(() => parseTowerConfig({ foo: 1 }, 'c.json')).toThrow(/not a tower config/);
+    expect(() => parseTowerConfig(JSON.parse('{"vision_config": {"__proto__": {"num_attention_heads": 0.5}}}'), 'c.json')).toThrow(/"__proto__" key/);
   });
 });
