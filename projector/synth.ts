@@ -1,0 +1,57 @@
+/**
+ * Random-weight projectors: the stand-in until a trained one exists (issue 4), and test material.
+ * LLaVA initialises nn.Linear the PyTorch way, U(±1/√fan_in); we draw normals of that scale.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { writeSafetensors } from '../src/formats/safetensors.js';
+import { PROJECTOR_JSON, PROJECTOR_WEIGHTS, projectorShapes, type ProjectorManifest } from './spec.js';
+
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export interface SynthProjectorOptions {
+  readonly outDir: string;
+  readonly inputDim: number;
+  readonly outputDim: number;
+  /** mlp2x_gelu hidden width; LLaVA uses the LLM width. */
+  readonly hiddenDim?: number;
+  readonly type?: 'mlp2x_gelu' | 'linear';
+  readonly seed?: number;
+  readonly tower?: ProjectorManifest['tower'];
+}
+
+export function synthProjector(opts: SynthProjectorOptions): ProjectorManifest {
+  const type = opts.type ?? 'mlp2x_gelu';
+  const manifest: ProjectorManifest = {
+    format: 'llm2clip-projector',
+    version: 1,
+    type,
+    inputDim: opts.inputDim,
+    ...(type === 'mlp2x_gelu' ? { hiddenDim: opts.hiddenDim ?? opts.outputDim } : {}),
+    outputDim: opts.outputDim,
+    ...(opts.tower ? { tower: opts.tower } : {}),
+    llm: { nEmbd: opts.outputDim },
+    synthetic: true,
+  };
+  const rnd = mulberry32(opts.seed ?? 0);
+  const gauss = () => Math.sqrt(-2 * Math.log(Math.max(rnd(), 1e-12))) * Math.cos(2 * Math.PI * rnd());
+  const tensors = [...projectorShapes(manifest)].map(([canon, shape]) => {
+    const name = type === 'linear' ? canon.replace(/^0\./, '') : canon;
+    const fanIn = shape.length === 2 ? shape[1]! : 1;
+    const std = shape.length === 2 ? 1 / Math.sqrt(fanIn) : 0.02;
+    return { name, shape, dtype: 'F32' as const, data: () => Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => std * gauss()) };
+  });
+  mkdirSync(opts.outDir, { recursive: true });
+  writeSafetensors(join(opts.outDir, PROJECTOR_WEIGHTS), tensors, { format: 'pt' });
+  writeFileSync(join(opts.outDir, PROJECTOR_JSON), JSON.stringify(manifest, null, 2) + '\n');
+  return manifest;
+}
