@@ -1,13 +1,18 @@
 /**
- * Decode PNG/JPEG/WebP/GIF to 8-bit RGB the way `PIL.Image.open(f).convert('RGB')` does, using sharp only
- * as a decoder. PIL applies no EXIF rotation, no ICC transform and no alpha compositing, so sharp is asked
- * for the file's native colourspace with `ignoreIcc` and no `autoOrient`, and the RGB conversion is ours:
- * - alpha is dropped, keeping whatever colour transparent pixels store;
- * - grey (1-, 2-, 4-, 8-bit, with or without alpha) is replicated to three channels;
+ * Decode PNG/JPEG/WebP/GIF the way `PIL.Image.open(f)` does, using sharp only as a decoder: to the pixels of
+ * the PIL mode the file opens in (`decodeToPilMode`; the crop pipeline resizes in that mode, as torchvision's
+ * Resize on a PIL image does), or straight to `.convert('RGB')` (`decodeToRgb8`). PIL applies no EXIF
+ * rotation, no ICC transform and no alpha compositing, so sharp is asked for the file's native colourspace with
+ * `ignoreIcc` and no `autoOrient`, and the mode and the conversions are ours (pilmodes.ts):
+ * - the mode comes from the PNG header (bit depth, colour type: a tRNS chunk adds no alpha in PIL, so
+ *   grey/RGB/palette + tRNS stay L/RGB/P), the GIF palette (an identity grey ramp opens as "L"), libvips'
+ *   colourspace for JPEG (L/RGB/CMYK) and its alpha band for WebP (RGB/RGBA);
+ * - "P" and "1" are held as their RGB expansion; converting to RGB drops alpha, keeping whatever colour
+ *   transparent pixels store; grey (1-, 2-, 4-, 8-bit) is replicated to three channels;
  * - CMYK JPEG uses PIL's naive formula (not sharp's ICC conversion);
- * - 16-bit RGB(A)/grey+alpha keep the high byte, as PIL's "RGB;16B"/"LA;16B" unpackers do. 16-bit grey
- *   without alpha also keeps the high byte; PIL 9.4 instead opens it as mode "I" and clips to 0..255, which
- *   turns almost every pixel white, so this is a deliberate deviation;
+ * - 16-bit RGB(A)/grey+alpha keep the high byte, as PIL's "RGB;16B"/"RGBA;16B"/"LA;16B" unpackers do. 16-bit
+ *   grey without alpha is held as "L" with its high byte; PIL 9.4 instead opens it as mode "I" and clips to
+ *   0..255, which turns almost every pixel white, so this is a deliberate deviation;
  * - GIF: first frame only; pixels that libvips leaves transparent (the transparent index, and any canvas
  *   outside the first frame) get PIL's colour: palette[transparency index], or palette[0] when there is none.
  * Safety: a byte limit before anything is parsed, a pixel limit checked from the header and again by libvips
@@ -17,10 +22,13 @@ import { constants as fsc } from 'node:fs';
 import { open } from 'node:fs/promises';
 import sharp, { type Metadata, type OutputInfo } from 'sharp';
 import { ImageError } from './errors.js';
+import { MODE_CHANNELS, modeToRgb8, type ModeImage, type PilMode } from './pilmodes.js';
 import type { RawImage } from './resample.js';
+import { gifFrame0, gifFrame0FillColour, pngHeader, sniffFormat, type ImageFormat } from './sniff.js';
+
+export { gifFrame0FillColour, sniffFormat, type ImageFormat } from './sniff.js';
 
 export type ImageInput = string | Uint8Array;
-export type ImageFormat = 'png' | 'jpeg' | 'webp' | 'gif';
 
 export interface ImageLimits {
   /** Largest accepted width*height. Default 178,956,970: the size at which PIL raises DecompressionBombError. */
@@ -37,6 +45,11 @@ export const DEFAULT_TIMEOUT_SECONDS = 60;
 
 export interface DecodedImage extends RawImage {
   readonly channels: 3;
+  readonly format: ImageFormat;
+}
+
+/** An image in the channel layout of the PIL mode `Image.open` gives it (see PilMode). */
+export interface DecodedModeImage extends ModeImage {
   readonly format: ImageFormat;
 }
 
@@ -140,51 +153,6 @@ export async function loadImageBytes(input: ImageInput, limits?: ImageLimits): P
   return bytes;
 }
 
-export function sniffFormat(b: Uint8Array): ImageFormat | undefined {
-  const ascii = (o: number, s: string) => b.length >= o + s.length && [...s].every((ch, i) => b[o + i] === ch.charCodeAt(0));
-  if (b.length >= 8 && b[0] === 0x89 && ascii(1, 'PNG\r\n\x1a\n')) return 'png';
-  if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return 'jpeg';
-  if (ascii(0, 'GIF87a') || ascii(0, 'GIF89a')) return 'gif';
-  if (ascii(0, 'RIFF') && ascii(8, 'WEBP')) return 'webp';
-  return undefined;
-}
-
-/** The colour PIL gives pixels libvips leaves transparent in GIF frame 0, or undefined if not determinable. */
-export function gifFrame0FillColour(b: Uint8Array): [number, number, number] | undefined {
-  if (b.length < 13) return undefined;
-  let palette: Uint8Array | undefined;
-  let p = 13;
-  if (b[10]! & 0x80) {
-    const n = 3 << ((b[10]! & 7) + 1);
-    palette = b.subarray(p, p + n);
-    p += n;
-  }
-  let transparency: number | undefined;
-  const skipSubBlocks = () => {
-    while (p < b.length && b[p] !== 0) p += b[p]! + 1;
-    p++;
-  };
-  while (p < b.length) {
-    const tag = b[p++];
-    if (tag === 0x21) {
-      const label = b[p++];
-      if (label === 0xf9 && b[p] === 4 && p + 4 < b.length) transparency = b[p + 1]! & 1 ? b[p + 4] : undefined;
-      skipSubBlocks();
-    } else if (tag === 0x2c) {
-      if (p + 9 > b.length) return undefined;
-      const flags = b[p + 8]!;
-      if (flags & 0x80) palette = b.subarray(p + 9, p + 9 + (3 << ((flags & 7) + 1)));
-      break;
-    } else {
-      return undefined;
-    }
-  }
-  const idx = transparency ?? 0;
-  if (!palette) return [idx, idx, idx]; // PIL mode "L": the index is the grey level
-  if (idx * 3 + 2 >= palette.length) return undefined;
-  return [palette[idx * 3]!, palette[idx * 3 + 1]!, palette[idx * 3 + 2]!];
-}
-
 function decodeError(e: unknown, format: string): ImageError {
   const msg = (e as Error)?.message ?? String(e);
   if (/timeout/i.test(msg)) return new ImageError('TIMEOUT', `decoding the ${format} image timed out`, { cause: e });
@@ -192,22 +160,65 @@ function decodeError(e: unknown, format: string): ImageError {
   return new ImageError('DECODE_FAILED', `cannot decode ${format} image: ${msg.split('\n')[0]}`, { cause: e });
 }
 
-/** PIL Convert.c cmyk2rgb: R = clip(255 - K - C*(255-K)/255) with PIL's rounding division by 255. */
-function cmykToRgb(src: Uint8Array, pixels: number, c: number): Uint8Array {
-  const out = new Uint8Array(pixels * 3);
-  for (let i = 0; i < pixels; i++) {
-    const nk = 255 - src[i * c + 3]!;
-    for (let ch = 0; ch < 3; ch++) {
-      const t = src[i * c + ch]! * nk + 128;
-      const v = nk - (((t >> 8) + t) >> 8);
-      out[i * 3 + ch] = v < 0 ? 0 : v;
+/**
+ * The mode Pillow 9.4's Image.open gives the file (see PilMode), from its header where libvips hides it
+ * (PNG bit depth and colour type, GIF palette) and from what libvips reports otherwise.
+ */
+export function pilModeFor(format: ImageFormat, bytes: Uint8Array, space: string | undefined, channels: number): PilMode {
+  const grey = space === 'b-w' || space === 'grey16';
+  const fallback: PilMode = grey ? (channels > 1 ? 'LA' : 'L') : channels > 3 ? 'RGBA' : 'RGB';
+  switch (format) {
+    case 'png': {
+      // PngImagePlugin._MODES. 16-bit grey is "I" in PIL; we keep its high byte as "L" (see the file comment).
+      // 16-bit grey+alpha is "RGBA" from rawmode "LA;16B": the same pixels as "LA", so it is handled as LA.
+      const h = pngHeader(bytes);
+      const byType: Record<number, PilMode> = { 0: h?.bitDepth === 1 ? '1' : 'L', 2: 'RGB', 3: 'P', 4: 'LA', 6: 'RGBA' };
+      return (h && byType[h.colourType]) ?? fallback;
     }
+    case 'jpeg':
+      return space === 'cmyk' ? 'CMYK' : grey ? 'L' : 'RGB';
+    case 'gif':
+      return gifFrame0(bytes)?.paletted === false ? 'L' : 'P';
+    case 'webp':
+      // WebPImagePlugin: "RGBA" when libwebp reports alpha, else "RGB"; libvips adds an alpha band in that case.
+      return channels > 3 ? 'RGBA' : 'RGB';
+  }
+}
+
+/**
+ * Rearrange libvips' raw output (`c` channels, `colour` of them colour, alpha next if present, 8 or 16 bits)
+ * into the channel layout of `mode`. `fill` replaces the colour of pixels whose alpha is 0 (GIF).
+ */
+function toModeLayout(src: Uint8Array | Uint16Array, pixels: number, c: number, colour: 1 | 3, shift: number,
+  mode: Exclude<PilMode, 'CMYK'>, fill?: readonly [number, number, number]): Uint8Array {
+  const outC = MODE_CHANNELS[mode];
+  const grey = mode === 'L' || mode === 'LA';
+  const alpha = mode === 'RGBA' || mode === 'LA';
+  const hasAlpha = c > colour;
+  const g1 = colour === 3 ? 1 : 0;
+  const g2 = colour === 3 ? 2 : 0;
+  const out = new Uint8Array(pixels * outC);
+  for (let i = 0, s = 0, o = 0; i < pixels; i++, s += c, o += outC) {
+    if (fill && hasAlpha && src[s + colour] === 0) {
+      out[o] = fill[0];
+      if (!grey) {
+        out[o + 1] = fill[1];
+        out[o + 2] = fill[2];
+      }
+    } else {
+      out[o] = src[s]! >> shift; // "L" from a GIF whose palette is the grey ramp: r = g = b
+      if (!grey) {
+        out[o + 1] = src[s + g1]! >> shift;
+        out[o + 2] = src[s + g2]! >> shift;
+      }
+    }
+    if (alpha) out[o + outC - 1] = hasAlpha ? src[s + colour]! >> shift : 255;
   }
   return out;
 }
 
-/** Decode to PIL-equivalent RGB (see the file comment). */
-export async function decodeToRgb8(input: ImageInput, limits?: ImageLimits): Promise<DecodedImage> {
+/** Decode to the pixels of the PIL mode `Image.open` would give (see the file comment and PilMode). */
+export async function decodeToPilMode(input: ImageInput, limits?: ImageLimits): Promise<DecodedModeImage> {
   const lim = resolveLimits(limits);
   const bytes = await loadImageBytes(input, lim);
   const format = sniffFormat(bytes);
@@ -238,11 +249,14 @@ export async function decodeToRgb8(input: ImageInput, limits?: ImageLimits): Pro
     throw new ImageError('UNSUPPORTED_FORMAT', `${format} image in colourspace ${space} is not supported`);
   }
 
+  const mode = pilModeFor(format, bytes, space, meta.channels ?? 0);
+  // sharp's 8-bit 'b-w' output drops alpha; for "LA" ask for sRGB, which libvips makes by replicating grey.
+  const target = space === 'b-w' && mode === 'LA' ? 'srgb' : space;
   let raw: { data: Buffer; info: OutputInfo };
   try {
     let pipe = make(lim.maxPixels);
     if (space === 'cmyk') pipe = pipe.pipelineColourspace('cmyk').toColourspace('cmyk');
-    else pipe = pipe.toColourspace(space);
+    else pipe = pipe.toColourspace(target);
     raw = await pipe.raw(sixteen ? { depth: 'ushort' } : {}).toBuffer({ resolveWithObject: true });
   } catch (e) {
     throw decodeError(e, format);
@@ -254,37 +268,27 @@ export async function decodeToRgb8(input: ImageInput, limits?: ImageLimits): Pro
     throw new ImageError('DECODE_FAILED', `${format} decoder returned ${info.width}×${info.height}×${c}, expected ${width}×${height}`);
   }
 
-  let rgb: Uint8Array;
-  if (space === 'cmyk') {
-    if (c < 4) throw new ImageError('DECODE_FAILED', `CMYK image decoded to ${c} channels`);
-    rgb = cmykToRgb(raw.data, pixels, c);
+  let data: Uint8Array;
+  if (space === 'cmyk' || mode === 'CMYK') {
+    if (space !== 'cmyk' || mode !== 'CMYK' || c < 4) throw new ImageError('DECODE_FAILED', `${format} CMYK image decoded to ${space} with ${c} channels`);
+    data = new Uint8Array(pixels * 4);
+    for (let i = 0; i < pixels; i++) data.set(raw.data.subarray(i * c, i * c + 4), i * 4);
   } else {
     // Colour channels first, alpha (if any) last; grey has one colour channel.
-    const colour = space === 'b-w' || space === 'grey16' ? 1 : 3;
-    if (c < colour) throw new ImageError('DECODE_FAILED', `${space} image decoded to ${c} channels`);
+    const colour = target === 'b-w' || target === 'grey16' ? 1 : 3;
+    if (c < colour) throw new ImageError('DECODE_FAILED', `${target} image decoded to ${c} channels`);
     const d = raw.data;
     // sharp's 16-bit raw output is native-endian; copy if the Buffer is not 2-byte aligned.
     const src = !sixteen ? d : d.byteOffset % 2 === 0 ? new Uint16Array(d.buffer, d.byteOffset, pixels * c)
       : new Uint16Array(Uint8Array.from(d).buffer);
-    const shift = sixteen ? 8 : 0;
-    rgb = new Uint8Array(pixels * 3);
-    for (let i = 0, s = 0, o = 0; i < pixels; i++, s += c, o += 3) {
-      if (colour === 1) {
-        rgb[o] = rgb[o + 1] = rgb[o + 2] = src[s]! >> shift;
-      } else {
-        rgb[o] = src[s]! >> shift;
-        rgb[o + 1] = src[s + 1]! >> shift;
-        rgb[o + 2] = src[s + 2]! >> shift;
-      }
-    }
-    if (format === 'gif' && c === colour + 1) {
-      const fill = gifFrame0FillColour(bytes);
-      if (fill) {
-        for (let i = 0; i < pixels; i++) {
-          if (src[i * c + colour] === 0) rgb.set(fill, i * 3);
-        }
-      }
-    }
+    const fill = format === 'gif' ? gifFrame0FillColour(bytes) : undefined;
+    data = toModeLayout(src, pixels, c, colour, sixteen ? 8 : 0, mode, fill);
   }
-  return { width, height, channels: 3, data: rgb, format };
+  return { width, height, channels: MODE_CHANNELS[mode], data, mode, format };
+}
+
+/** Decode to PIL-equivalent `Image.open(f).convert('RGB')` pixels (see the file comment). */
+export async function decodeToRgb8(input: ImageInput, limits?: ImageLimits): Promise<DecodedImage> {
+  const img = await decodeToPilMode(input, limits);
+  return { ...modeToRgb8(img), channels: 3, format: img.format };
 }

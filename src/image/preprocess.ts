@@ -1,20 +1,26 @@
 /**
  * Image -> normalised [3,S,S] float32 tensor, matching the official Python pipelines bit for bit on the
  * uint8 stage (given identical decoded pixels):
- * - crop: torchvision eval transform Resize(S, BICUBIC) -> CenterCrop(S) -> ToTensor -> Normalize
- *   (open_clip/LLM2CLIP `image_transform(is_train=False)`). Note HF CLIPImageProcessor centre-crops with
- *   floor((H-S)/2) instead of torchvision's round-half-even, so the two differ by one row/column when
- *   H-S = 3 (mod 4); we follow torchvision.
- * - pad: LLaVA `expand2square(img, tuple(int(x*255) for x in mean))` -> CLIPImageProcessor, which on a
- *   square image is a BICUBIC resize to S×S. The canvas is never materialised (a 20000×50 strip would be
- *   20000² pixels); rows are synthesised on demand, which gives the same pixels.
+ * - crop: the LLM2CLIP/EVA-CLIP eval transform (`eva_clip/transform.py`, `image_transform(is_train=False)`):
+ *   Resize(S, BICUBIC) -> CenterCrop(S) -> _convert_to_rgb -> ToTensor -> Normalize. The image reaches Resize
+ *   in the mode PIL opened it in, and Pillow's Image.resize then does not always run BICUBIC on RGB:
+ *   "P" and "1" are resized with NEAREST; "RGBA"/"LA" are premultiplied ("RGBa"/"La"), resized, and
+ *   unpremultiplied, so fully transparent pixels come out black and edges darken; "CMYK" is resized before
+ *   the (nonlinear) RGB conversion. "L" and "RGB" are unaffected. See `resizeCropMode`.
+ *   Note HF CLIPImageProcessor centre-crops with floor((H-S)/2) instead of torchvision's round-half-even, so
+ *   the two differ by one row/column when H-S = 3 (mod 4); we follow torchvision.
+ * - pad: LLaVA opens images with `.convert('RGB')`, then `expand2square(img, tuple(int(x*255) for x in mean))`
+ *   -> CLIPImageProcessor, which on a square image is a BICUBIC resize to S×S; so here RGB comes first. The
+ *   canvas is never materialised (a 20000×50 strip would be 20000² pixels); rows are synthesised on demand,
+ *   which gives the same pixels.
  * Normalisation is ((x/255) - mean)/std with every step rounded to float32, as torch does it; HF's
  * float64 rescale gives the same float32 for all 256 inputs (checked when the fixtures were made).
  */
 import type { PreprocessSpec, Vec3 } from '../vision/spec.js';
-import { decodeToRgb8, type ImageInput, type ImageLimits } from './decode.js';
+import { decodeToPilMode, type ImageInput, type ImageLimits } from './decode.js';
 import { ImageError } from './errors.js';
-import { resizeBicubic, resizeBicubicRows, type RawImage, type RowSource } from './resample.js';
+import { checkModeImage, cmykToRgb, modeToRgb8, premultipliedRows, unpremultiplyToRgb, type ModeImage } from './pilmodes.js';
+import { resizeBicubic, resizeBicubicRows, resizeNearest, type OutputWindow, type RawImage, type RowSource } from './resample.js';
 
 export type { ImageInput, ImageLimits } from './decode.js';
 export { ImageError } from './errors.js';
@@ -45,14 +51,42 @@ function roundHalfEven(v: number): number {
   return f % 2 === 0 ? f : f + 1;
 }
 
+/** torchvision Resize(S) output size (short side to S, long side truncated) and CenterCrop(S) window. */
+export function resizeCropGeometry(width: number, height: number, size: number): { width: number; height: number; window: OutputWindow } {
+  const [nw, nh] = width <= height ? [size, Math.trunc((size * height) / width)] : [Math.trunc((size * width) / height), size];
+  const window = { left: roundHalfEven((nw - size) / 2), top: roundHalfEven((nh - size) / 2), width: size, height: size };
+  return { width: nw, height: nh, window };
+}
+
+/**
+ * The eva_clip crop pipeline up to the uint8 stage: Resize(S, BICUBIC) in the image's own PIL mode (as
+ * Pillow's Image.resize runs it for that mode), CenterCrop(S), then convert('RGB'). Returns S×S RGB.
+ */
+export function resizeCropMode(img: ModeImage, size: number): RawImage {
+  checkModeImage(img);
+  const { width: nw, height: nh, window: win } = resizeCropGeometry(img.width, img.height, size);
+  if (nw === img.width && nh === img.height) {
+    // torchvision returns the image untouched (and Image.resize would copy it): a plain crop, then convert.
+    return modeToRgb8({ ...resizeBicubic(img, nw, nh, win), mode: img.mode });
+  }
+  switch (img.mode) {
+    case 'RGB':
+      return resizeBicubic(img, nw, nh, win);
+    case 'P': case '1':
+      return resizeNearest(img, nw, nh, win);
+    case 'L':
+      return modeToRgb8({ ...resizeBicubic(img, nw, nh, win), mode: 'L' });
+    case 'CMYK':
+      return { width: size, height: size, channels: 3, data: cmykToRgb(resizeBicubic(img, nw, nh, win).data, size * size) };
+    case 'RGBA': case 'LA':
+      return unpremultiplyToRgb(resizeBicubicRows(premultipliedRows(img), nw, nh, win));
+  }
+}
+
 /** torchvision Resize(S) (short side to S, long side truncated) + CenterCrop(S), on 8-bit RGB. */
 export function resizeCropRgb8(img: RawImage, size: number): RawImage {
   checkRgb(img);
-  const { width: w, height: h } = img;
-  const [nw, nh] = w <= h ? [size, Math.trunc((size * h) / w)] : [Math.trunc((size * w) / h), size];
-  const left = roundHalfEven((nw - size) / 2);
-  const top = roundHalfEven((nh - size) / 2);
-  return resizeBicubic(img, nw, nh, { left, top, width: size, height: size });
+  return resizeCropMode({ ...img, mode: 'RGB' }, size);
 }
 
 /** The LLaVA background: tuple(int(x * 255) for x in mean). */
@@ -87,10 +121,15 @@ export function padResizeRgb8(img: RawImage, size: number, mean: Vec3): RawImage
   return resizeBicubicRows(canvas, size, size);
 }
 
-/** The uint8 [S,S,3] stage of the pipeline for an already decoded RGB image. */
-export function toSquareRgb8(img: RawImage, spec: PreprocessSpec): RawImage {
+/**
+ * The uint8 [S,S,3] stage of the pipeline for an already decoded image: RGB (a RawImage with 3 channels), or
+ * pixels in a PIL mode's layout (a ModeImage, e.g. from decodeToPilMode), which crop mode resizes in that mode.
+ */
+export function toSquareRgb8(img: RawImage | ModeImage, spec: PreprocessSpec): RawImage {
   checkSpec(spec);
-  return spec.resizeMode === 'crop' ? resizeCropRgb8(img, spec.imageSize) : padResizeRgb8(img, spec.imageSize, spec.mean);
+  const moded: ModeImage = 'mode' in img ? img : { ...img, mode: 'RGB' };
+  if (spec.resizeMode === 'crop') return resizeCropMode(moded, spec.imageSize);
+  return padResizeRgb8(modeToRgb8(moded), spec.imageSize, spec.mean);
 }
 
 /** HWC uint8 RGB -> CHW float32 ((x/255 - mean)/std, each step rounded to float32 like torch). */
@@ -115,7 +154,7 @@ export function normalizeRgb8(img: RawImage, mean: Vec3, std: Vec3, out?: Float3
 /** Decode + resize/crop or pad + resize: the integer [S,S,3] image the model's float input is made from. */
 export async function preprocessToRgb8(input: ImageInput, spec: PreprocessSpec, limits?: ImageLimits): Promise<RawImage> {
   checkSpec(spec);
-  return toSquareRgb8(await decodeToRgb8(input, limits), spec);
+  return toSquareRgb8(await decodeToPilMode(input, limits), spec);
 }
 
 /** Decode and preprocess one image to a [3,S,S] float32 tensor (CHW, RGB). */

@@ -12,6 +12,8 @@
  *
  * Every floating-point operation is written in the same order as the reference so the doubles (and hence the
  * fixed-point weights) are identical; x86-64 builds of Pillow do not contract them into FMAs.
+ *
+ * Also PIL's NEAREST (`resizeNearest`), which Image.resize uses instead of BICUBIC for modes "1" and "P".
  */
 
 /** Row-major interleaved 8-bit pixels (HWC). */
@@ -134,15 +136,8 @@ function checkSize(name: string, v: number): void {
   if (!Number.isInteger(v) || v < 1) throw new RangeError(`${name} must be a positive integer, got ${v}`);
 }
 
-/**
- * Resize `src` to outW x outH exactly like PIL BICUBIC, computing only `window` (default: everything).
- * The result has the window's size and the source's channel count.
- */
-export function resizeBicubicRows(src: RowSource, outW: number, outH: number, window?: OutputWindow): RawImage {
-  const c = src.channels;
-  checkSize('source width', src.width);
-  checkSize('source height', src.height);
-  checkSize('channels', c);
+/** The window (default: the whole output), checked to lie inside an outW x outH output. */
+function checkWindow(window: OutputWindow | undefined, outW: number, outH: number): OutputWindow {
   checkSize('output width', outW);
   checkSize('output height', outH);
   const win = window ?? { left: 0, top: 0, width: outW, height: outH };
@@ -152,6 +147,19 @@ export function resizeBicubicRows(src: RowSource, outW: number, outH: number, wi
       win.left + win.width > outW || win.top + win.height > outH) {
     throw new RangeError(`window ${JSON.stringify(win)} is outside the ${outW}x${outH} output`);
   }
+  return win;
+}
+
+/**
+ * Resize `src` to outW x outH exactly like PIL BICUBIC, computing only `window` (default: everything).
+ * The result has the window's size and the source's channel count.
+ */
+export function resizeBicubicRows(src: RowSource, outW: number, outH: number, window?: OutputWindow): RawImage {
+  const c = src.channels;
+  checkSize('source width', src.width);
+  checkSize('source height', src.height);
+  checkSize('channels', c);
+  const win = checkWindow(window, outW, outH);
   const needH = outW !== src.width;
   const needV = outH !== src.height;
   const rowLen = win.width * c;
@@ -200,4 +208,46 @@ export function resizeBicubic(src: RawImage, outW: number, outH: number, window?
     { width: src.width, height: src.height, channels: src.channels, row: (y) => src.data.subarray(y * stride, (y + 1) * stride) },
     outW, outH, window,
   );
+}
+
+/**
+ * PIL's NEAREST source index for each output pixel of an inSize -> outSize resize (Image.resize forces
+ * NEAREST for modes "1" and "P"). ImagingScaleAffine starts at step / 2, with step = float32(inSize) / outSize
+ * in double, and adds the step once per pixel, truncating each running sum; the accumulated rounding makes
+ * about a third of size pairs differ somewhere from floor((i + 0.5) * inSize / outSize), so it is copied.
+ * A sum that drifted to inSize would leave PIL's pixel at 0; that needs ~2^26 outputs, so it is clamped.
+ */
+export function nearestIndices(inSize: number, outSize: number): Int32Array {
+  checkSize('source size', inSize);
+  checkSize('output size', outSize);
+  const step = Math.fround(inSize) / outSize;
+  const idx = new Int32Array(outSize);
+  let xo = step * 0.5;
+  for (let i = 0; i < outSize; i++) {
+    idx[i] = Math.min(Math.trunc(xo), inSize - 1);
+    xo += step;
+  }
+  return idx;
+}
+
+/** Pure function: PIL `Image.resize((outW, outH), Image.NEAREST)` of an 8-bit image, computing only `window`. */
+export function resizeNearest(src: RawImage, outW: number, outH: number, window?: OutputWindow): RawImage {
+  const c = src.channels;
+  checkSize('channels', c);
+  if (src.data.length < src.width * src.height * c) {
+    throw new RangeError(`image data has ${src.data.length} bytes, expected ${src.width * src.height * c}`);
+  }
+  const win = checkWindow(window, outW, outH);
+  const xs = nearestIndices(src.width, outW).subarray(win.left, win.left + win.width);
+  const ys = nearestIndices(src.height, outH).subarray(win.top, win.top + win.height);
+  const out = new Uint8Array(win.width * win.height * c);
+  const stride = src.width * c;
+  for (let y = 0, o = 0; y < win.height; y++) {
+    const base = ys[y]! * stride;
+    for (let x = 0; x < win.width; x++) {
+      const s = base + xs[x]! * c;
+      for (let ch = 0; ch < c; ch++) out[o++] = src.data[s + ch]!;
+    }
+  }
+  return { width: win.width, height: win.height, channels: c, data: out };
 }

@@ -1,7 +1,9 @@
 import { readFileSync } from 'node:fs';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
-import { decodeToRgb8, ImageError, parseDataUrl, type ImageErrorCode } from '../../src/image/index.js';
+import {
+  decodeToPilMode, decodeToRgb8, gifFrame0, ImageError, modeToRgb8, parseDataUrl, pilModeFor, type ImageErrorCode,
+} from '../../src/image/index.js';
 import { inputPath, manifest, maxAbsDiff, u8 } from './helpers.js';
 
 /**
@@ -90,6 +92,65 @@ describe('decodeToRgb8 vs PIL Image.open().convert("RGB")', () => {
     expect((await sharp(png).metadata()).depth).toBe('ushort');
     const img = await decodeToRgb8(png);
     expect(Array.from(img.data)).toEqual(Array.from(v).flatMap((x) => [x >> 8, x >> 8, x >> 8]));
+  });
+});
+
+describe('decodeToPilMode: the mode PIL opens the file in', () => {
+  for (const d of manifest.decode) {
+    it(`${d.input} opens as "${d.pilMode}", and converts to the same RGB`, async () => {
+      const img = await decodeToPilMode(inputPath(d.input));
+      expect(img.mode).toBe(d.pilMode);
+      expect(modeToRgb8(img).data).toEqual(u8(d.rgb));
+    });
+  }
+
+  const png = (bitDepth: number, colourType: number) => {
+    const b = new Uint8Array(33);
+    b.set([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13, 0x49, 0x48, 0x44, 0x52, 0, 0, 0, 1, 0, 0, 0, 1, bitDepth, colourType]);
+    return b;
+  };
+  it.each([
+    [1, 0, 'b-w', 1, '1'], [4, 0, 'b-w', 1, 'L'], [8, 0, 'b-w', 2, 'L'], [16, 0, 'grey16', 1, 'L'],
+    [8, 2, 'srgb', 4, 'RGB'], [4, 3, 'srgb', 4, 'P'], [8, 4, 'b-w', 2, 'LA'], [16, 4, 'grey16', 2, 'LA'],
+    [8, 6, 'srgb', 4, 'RGBA'], [16, 6, 'rgb16', 4, 'RGBA'],
+  ])('PNG bit depth %i colour type %i (libvips %s, %i bands) is "%s": tRNS adds no alpha in PIL', (d, t, space, c, mode) => {
+    expect(pilModeFor('png', png(d, t), space, c)).toBe(mode);
+  });
+
+  it('JPEG and WebP modes follow libvips (colourspace; alpha band)', () => {
+    const none = new Uint8Array(0);
+    expect(pilModeFor('jpeg', none, 'cmyk', 4)).toBe('CMYK');
+    expect(pilModeFor('jpeg', none, 'b-w', 1)).toBe('L');
+    expect(pilModeFor('jpeg', none, 'srgb', 3)).toBe('RGB');
+    expect(pilModeFor('webp', none, 'srgb', 4)).toBe('RGBA');
+    expect(pilModeFor('webp', none, 'srgb', 3)).toBe('RGB');
+  });
+
+  it('a GIF is "P" unless its frame palette is the identity grey ramp (GifImagePlugin._is_palette_needed)', () => {
+    const gif = (palette: number[], local?: number[]) => {
+      const size = (p: number[]) => Math.log2(p.length / 3) - 1;
+      const head = [...Buffer.from('GIF89a'), 1, 0, 1, 0, 0x80 | size(palette), 0, 0, ...palette];
+      const desc = [0x2c, 0, 0, 0, 0, 1, 0, 1, 0, local ? 0x80 | size(local) : 0, ...(local ?? []), 2, 2, 0x44, 0x01, 0, 0x3b];
+      return Uint8Array.from([...head, ...desc]);
+    };
+    const ramp = [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3];
+    const colour = [0, 0, 0, 1, 1, 1, 2, 2, 2, 9, 3, 3];
+    expect(gifFrame0(gif(ramp))?.paletted).toBe(false);
+    expect(gifFrame0(gif(colour))?.paletted).toBe(true);
+    expect(gifFrame0(gif(colour, ramp))?.paletted).toBe(false); // a local identity palette wins
+    expect(gifFrame0(gif(ramp, colour))?.paletted).toBe(true);
+  });
+
+  it('16-bit RGBA and grey+alpha PNGs are held as RGBA / LA with their high bytes (PIL: "RGBA;16B", "LA;16B")', async () => {
+    const v = Uint16Array.from({ length: 4 * 3 * 4 }, (_, i) => (i * 5531 + 77) % 65536);
+    const rgba = await sharp(v, { raw: { width: 4, height: 3, channels: 4 } }).toColourspace('rgb16').png().toBuffer();
+    const a = await decodeToPilMode(rgba);
+    expect([a.mode, a.channels]).toEqual(['RGBA', 4]);
+    expect(Array.from(a.data)).toEqual(Array.from(v, (x) => x >> 8));
+    const la = await sharp(v.subarray(0, 24), { raw: { width: 4, height: 3, channels: 2 } }).toColourspace('grey16').png().toBuffer();
+    const l = await decodeToPilMode(la);
+    expect([l.mode, l.channels]).toEqual(['LA', 2]);
+    expect(Array.from(l.data)).toEqual(Array.from(v.subarray(0, 24), (x) => x >> 8));
   });
 });
 

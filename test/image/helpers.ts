@@ -9,7 +9,7 @@ export const inputPath = (name: string) => join(FIXTURES, 'inputs', name);
 export interface ArrayRef {
   offset: number;
   length: number;
-  dtype: 'uint8' | 'float32';
+  dtype: 'uint8' | 'uint16' | 'float32';
   shape: number[];
   delta?: boolean;
 }
@@ -21,8 +21,14 @@ export interface Manifest {
   std: [number, number, number];
   normTable: ArrayRef;
   decode: { input: string; pilMode: string; rgb: ArrayRef }[];
-  cases: { input: string; mode: 'crop' | 'pad'; size: number; sha256: string; u8?: ArrayRef; f32?: ArrayRef }[];
+  cases: {
+    input: string; mode: 'crop' | 'pad'; size: number; sha256: string; u8?: ArrayRef; f32?: ArrayRef;
+    /** Crop cases: whether converting to RGB before Resize (the old reading) gives different pixels in PIL. */
+    convertFirstDiffers?: boolean;
+  }[];
   resample: { w: number; h: number; c: number; seed: number; outW: number; outH: number; expected: ArrayRef }[];
+  /** PIL NEAREST source positions for an inSize -> outSize resize. */
+  nearest: { inSize: number; outSize: number; expected: ArrayRef }[];
 }
 
 export const manifest: Manifest = JSON.parse(readFileSync(join(FIXTURES, 'expected.json'), 'utf8'));
@@ -44,6 +50,12 @@ export function u8(ref: ArrayRef): Uint8Array {
     }
   }
   return a;
+}
+
+export function u16(ref: ArrayRef): Uint16Array {
+  if (ref.dtype !== 'uint16') throw new Error(`expected uint16, got ${ref.dtype}`);
+  const b = blob.subarray(ref.offset, ref.offset + ref.length);
+  return Uint16Array.from({ length: ref.length / 2 }, (_, i) => b.readUInt16LE(i * 2));
 }
 
 export function f32(ref: ArrayRef): Float32Array {

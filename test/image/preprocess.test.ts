@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import {
-  decodeToRgb8, ImageError, normalizeRgb8, padColour, padResizeRgb8, preprocess, preprocessBatch, preprocessToRgb8, resizeBicubic,
+  decodeToPilMode, decodeToRgb8, ImageError, modeToRgb8, normalizeRgb8, padColour, padResizeRgb8, preprocess, preprocessBatch,
+  preprocessToRgb8, resizeBicubic, resizeCropMode, resizeCropRgb8,
 } from '../../src/image/index.js';
 import { OPENAI_MEAN, OPENAI_STD, type PreprocessSpec } from '../../src/vision/spec.js';
 import { f32, inputPath, manifest, maxAbsDiff, synthU8, u8 } from './helpers.js';
@@ -74,6 +75,57 @@ describe('preprocess vs PIL + torch', () => {
     });
     expect(col(10)).toEqual(ref);
     expect(col(9)).not.toEqual(ref);
+  });
+});
+
+describe('crop mode resizes in the mode PIL opened the image in (eva_clip: Resize -> CenterCrop -> convert RGB)', () => {
+  const crops = manifest.cases.filter((c) => c.mode === 'crop');
+  const pilMode = (input: string) => manifest.decode.find((d) => d.input === input)!.pilMode;
+  const convertFirst = async (input: string, size: number) => resizeCropRgb8(await decodeToRgb8(inputPath(input)), size).data;
+
+  it('the fixtures make the order visible for every mode where it matters, at both sizes', () => {
+    for (const mode of ['RGBA', 'LA', 'P', '1', 'CMYK']) {
+      for (const size of [33, 224]) {
+        expect(crops.some((c) => c.size === size && pilMode(c.input) === mode && c.convertFirstDiffers), `${mode} S=${size}`).toBe(true);
+      }
+    }
+    for (const c of crops) if (['L', 'RGB'].includes(pilMode(c.input))) expect(c.convertFirstDiffers, c.input).toBe(false);
+    for (const name of ['rgba_white_58x41.png', 'la_white_50x37.png', 'pal16_61x43.png', 'pal_59x46.gif', 'bilevel_90x52.png']) {
+      expect(crops.filter((c) => c.input === name && c.convertFirstDiffers).length, name).toBe(2);
+    }
+  });
+
+  for (const c of crops) {
+    it(`${c.input} S=${c.size}: converting to RGB first ${c.convertFirstDiffers ? 'fails' : 'passes'} this fixture too`, async () => {
+      expect(sha(await convertFirst(c.input, c.size)) !== c.sha256).toBe(c.convertFirstDiffers);
+    });
+  }
+
+  it('fully transparent pixels that store white come out black, as in PIL; pad mode still converts first', async () => {
+    const name = 'rgba_white_58x41.png';
+    const crop = (await preprocessToRgb8(inputPath(name), spec(33, 'crop'))).data;
+    const first = await convertFirst(name, 33);
+    const px = (d: Uint8Array, i: number) => `${d[i * 3]},${d[i * 3 + 1]},${d[i * 3 + 2]}`;
+    const whiteToBlack = Array.from({ length: 33 * 33 }, (_, i) => i).filter((i) => px(first, i) === '255,255,255' && px(crop, i) === '0,0,0');
+    expect(whiteToBlack.length).toBeGreaterThan(20);
+    const pad = await preprocessToRgb8(inputPath(name), spec(33, 'pad'));
+    expect(pad.data).toEqual(padResizeRgb8(await decodeToRgb8(inputPath(name)), 33, OPENAI_MEAN).data);
+  });
+
+  it('a GIF with an identity grey palette opens as "L" (BICUBIC), not "P" (NEAREST)', async () => {
+    const img = await decodeToPilMode(inputPath('greyramp_45x38.gif'));
+    expect(img.mode).toBe('L');
+    const want = crops.find((c) => c.input === 'greyramp_45x38.gif' && c.size === 33)!;
+    expect(sha(resizeCropMode(img, 33).data)).toBe(want.sha256);
+    expect(sha(resizeCropMode({ ...modeToRgb8(img), mode: 'P' }, 33).data)).not.toBe(want.sha256);
+  });
+
+  it('an image already at the target size is only cropped (no premultiply round trip)', () => {
+    // 33x40 RGBA with alpha 1: a premultiply/unpremultiply round trip would turn every colour into 0 or 255.
+    const data = synthU8(40, 33, 4, 3).map((v, i) => (i % 4 === 3 ? 1 : v));
+    const out = resizeCropMode({ width: 33, height: 40, channels: 4, data, mode: 'RGBA' }, 33);
+    const rgb = modeToRgb8({ width: 33, height: 40, channels: 4, data, mode: 'RGBA' }).data;
+    expect(out.data).toEqual(rgb.subarray(4 * 33 * 3, 37 * 33 * 3)); // top = round((40 - 33) / 2) = 4
   });
 });
 

@@ -1,7 +1,7 @@
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
-import { resizeBicubic, resizeBicubicRows } from '../../src/image/resample.js';
-import { manifest, maxAbsDiff, synthU8, u8 } from './helpers.js';
+import { nearestIndices, resizeBicubic, resizeBicubicRows, resizeNearest } from '../../src/image/resample.js';
+import { manifest, maxAbsDiff, synthU8, u16, u8 } from './helpers.js';
 
 const label = (r: (typeof manifest.resample)[number]) => `${r.w}x${r.h}x${r.c} -> ${r.outW}x${r.outH}`;
 
@@ -56,5 +56,41 @@ describe('resizeBicubic vs PIL Image.resize(BICUBIC)', () => {
     expect(() => resizeBicubic(src, 2.5, 4)).toThrow(RangeError);
     expect(() => resizeBicubic(src, 4, 4, { left: 1, top: 0, width: 4, height: 4 })).toThrow(/outside/);
     expect(() => resizeBicubic({ ...src, data: new Uint8Array(10) }, 2, 2)).toThrow(/bytes/);
+  });
+});
+
+describe('nearestIndices / resizeNearest vs PIL Image.resize(NEAREST) (used for modes "1" and "P")', () => {
+  it('has the cases', () => {
+    expect(manifest.nearest.length).toBeGreaterThanOrEqual(6);
+  });
+
+  for (const n of manifest.nearest) {
+    it(`${n.inSize} -> ${n.outSize}: same source positions as PIL`, () => {
+      expect(Array.from(nearestIndices(n.inSize, n.outSize))).toEqual(Array.from(u16(n.expected)));
+    });
+  }
+
+  it('the closed form floor((i + 0.5) * in / out) would fail some cases (PIL accumulates the step)', () => {
+    const closed = (i: number, o: number) => Array.from({ length: o }, (_, k) => Math.floor(((k + 0.5) * i) / o));
+    const failing = manifest.nearest.filter((n) => closed(n.inSize, n.outSize).some((v, k) => v !== u16(n.expected)[k]));
+    expect(failing.map((n) => `${n.inSize}->${n.outSize}`)).toEqual(['52->33', '640->224', '1920->224']);
+  });
+
+  it('resizeNearest picks whole pixels at those positions, and a window equals the same region', () => {
+    const src = { width: 52, height: 41, channels: 3, data: synthU8(41, 52, 3, 6) };
+    const full = resizeNearest(src, 33, 70);
+    const xs = nearestIndices(52, 33);
+    const ys = nearestIndices(41, 70);
+    for (let y = 0; y < 70; y++) {
+      for (let x = 0; x < 33; x++) {
+        const s = (ys[y]! * 52 + xs[x]!) * 3;
+        expect(Array.from(full.data.subarray((y * 33 + x) * 3, (y * 33 + x + 1) * 3))).toEqual(Array.from(src.data.subarray(s, s + 3)));
+      }
+    }
+    const win = resizeNearest(src, 33, 70, { left: 4, top: 19, width: 25, height: 33 });
+    for (let y = 0; y < 33; y++) {
+      expect(win.data.subarray(y * 75, (y + 1) * 75)).toEqual(full.data.subarray(((y + 19) * 33 + 4) * 3, ((y + 19) * 33 + 29) * 3));
+    }
+    expect(() => resizeNearest(src, 33, 70, { left: 9, top: 0, width: 25, height: 70 })).toThrow(/outside/);
   });
 });
