@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /** `llm2clip` command line: dispatches to one module per stage; usage errors exit 2, failures exit 1. */
 import { UsageError } from './args.js';
+import { cmdConvertLlm, cmdSynthLlm } from './llm-commands.js';
 import { cmdAdapt, cmdConvert, cmdEmbed, cmdFeatures, cmdPreprocess, cmdSynthCheckpoint } from './vision-commands.js';
 
 const HELP = `llm2clip — LLM2CLIP vision towers for local LLMs
@@ -12,6 +13,8 @@ Usage:
   llm2clip embed --tower DIR (IMAGE... | --pixels FILE.npy) [--batch N] [--no-normalize]
   llm2clip adapt --tower DIR --llm-embeds FILE.npy --out FILE.npy
   llm2clip synth-checkpoint --arch openai|eva02 --preset tiny|b-16|l-14-224|l-14-336 --out DIR [--seed N] [--dtype f32|f16|bf16] [--no-adapter]
+  llm2clip synth-llm --preset tiny|0.5b --out FILE.gguf [--seed N] [--dtype f32|f16]
+  llm2clip convert-llm <hf-llama-dir> --out FILE.gguf [--dtype f32|f16]
 
 Tower commands also take --provider cpu|cuda|... and --threads N.
 `;
@@ -23,6 +26,8 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   embed: cmdEmbed,
   adapt: cmdAdapt,
   'synth-checkpoint': cmdSynthCheckpoint,
+  'synth-llm': cmdSynthLlm,
+  'convert-llm': cmdConvertLlm,
 };
 
 export async function main(argv: string[]): Promise<number> {
@@ -43,7 +48,7 @@ export async function main(argv: string[]): Promise<number> {
     const err = e as Error;
     process.stderr.write(`llm2clip ${cmd}: ${err.message}\n`);
     if (err instanceof UsageError) return 2;
-    if (!['CheckpointError', 'ConfigError', 'ManifestError', 'ImageError', 'SessionError', 'NpyError'].includes(err.name) && process.env.LLM2CLIP_DEBUG) {
+    if (!['CheckpointError', 'ConfigError', 'ManifestError', 'ImageError', 'SessionError', 'NpyError', 'GgufError', 'ProjectorError', 'InjectionError'].includes(err.name) && process.env.LLM2CLIP_DEBUG) {
       process.stderr.write(`${err.stack}\n`);
     }
     return 1;
