@@ -5,18 +5,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeSafetensors } from '../src/formats/safetensors.js';
+import { mulberry32 } from '../src/util/random.js';
 import { PROJECTOR_JSON, PROJECTOR_WEIGHTS, projectorShapes, type ProjectorManifest } from './spec.js';
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export interface SynthProjectorOptions {
   readonly outDir: string;

@@ -12,6 +12,7 @@ import { GgufError, FileType } from './types.js';
 import { addTokenizer, checkHparams, llamaMetadata, llamaTensors, type LlamaHparams } from './llama-meta.js';
 import { buildSynthVocab, CHATML_TEMPLATE, type SpmVocab } from './synth-vocab.js';
 import { writeGguf } from './writer.js';
+import { gaussianArray, hashName } from '../util/random.js';
 
 export { readTokenEmbeddings } from './reader.js';
 
@@ -65,35 +66,6 @@ export interface SynthLlmResult {
   bytes: number;
 }
 
-/** mulberry32: tiny, seedable, good enough for test weights. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function hashName(name: string, seed: number): number {
-  let h = 2166136261 ^ seed;
-  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 16777619);
-  return h >>> 0;
-}
-
-function gaussian(n: number, mean: number, std: number, seed: number): Float32Array {
-  const r = rng(seed);
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i += 2) {
-    const m = Math.sqrt(-2 * Math.log(Math.max(r(), 1e-12)));
-    const a = 2 * Math.PI * r();
-    out[i] = mean + std * m * Math.cos(a);
-    if (i + 1 < n) out[i + 1] = mean + std * m * Math.sin(a);
-  }
-  return out;
-}
 
 /**
  * Scales that keep activations O(1) and logits of roughly unit spread (not a one-hot softmax):
@@ -105,9 +77,9 @@ function gaussian(n: number, mean: number, std: number, seed: number): Float32Ar
 function init(name: string, shape: number[], seed: number, tied: boolean): () => Float32Array {
   const n = shape.reduce((a, b) => a * b, 1);
   const s = hashName(name, seed);
-  if (name.endsWith('norm.weight')) return () => gaussian(n, 1, 0.1, s);
-  if (name === 'token_embd.weight') return () => gaussian(n, 0, tied ? 1 / Math.sqrt(shape[1]!) : 1, s);
-  return () => gaussian(n, 0, 1 / Math.sqrt(shape[1]!), s);
+  if (name.endsWith('norm.weight')) return () => gaussianArray(n, 1, 0.1, s);
+  if (name === 'token_embd.weight') return () => gaussianArray(n, 0, tied ? 1 / Math.sqrt(shape[1]!) : 1, s);
+  return () => gaussianArray(n, 0, 1 / Math.sqrt(shape[1]!), s);
 }
 
 export async function synthLlm(opts: SynthLlmOptions): Promise<SynthLlmResult> {

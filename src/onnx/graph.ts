@@ -8,6 +8,7 @@
  */
 import { closeSync, openSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { basename } from 'node:path';
+import { f32ToF16 } from '../formats/half.js';
 import {
   DataType,
   encodeModel,
@@ -54,34 +55,9 @@ export interface GraphOptions {
   metadata?: Record<string, string>;
 }
 
-const f32Scratch = new Float32Array(1);
-const u32Scratch = new Uint32Array(f32Scratch.buffer);
-
-/** IEEE binary16 bits of a float32 value, round-to-nearest-even, overflow to ±Inf, subnormals kept. */
+/** IEEE binary16 bits of a float32 value, round-to-nearest-even (one implementation: formats/half). */
 export function toFloat16Bits(x: number): number {
-  f32Scratch[0] = x;
-  const bits = u32Scratch[0];
-  const sign = (bits >>> 16) & 0x8000;
-  const exp = (bits >>> 23) & 0xff;
-  const mant = bits & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  const e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    // Half subnormal m·2^-24 with m = round(M·2^(e-14)), M the 24-bit significand.
-    const shift = 14 - e;
-    if (shift > 24) return sign;
-    const m = mant | 0x800000;
-    const q = Math.floor(m / 2 ** shift);
-    const rem = m - q * 2 ** shift;
-    const half = 2 ** (shift - 1);
-    return sign | (rem > half || (rem === half && q & 1) ? q + 1 : q);
-  }
-  let h = sign | (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  // A carry out of the mantissa correctly bumps the exponent (up to Inf).
-  if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h++;
-  return h;
+  return f32ToF16(x);
 }
 
 function align(n: number, a: number): number {

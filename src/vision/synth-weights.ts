@@ -2,6 +2,7 @@
  * Random-weight tower tensors under the names the released files use (HF CLIP names for OpenAI towers,
  * eva_clip names for EVA02), for synthesised checkpoints and tests. Pure: no I/O.
  */
+import { gaussianArray, hashName } from '../util/random.js';
 import { officialRopeTables } from './rope.js';
 
 export type SynthPreset = 'tiny' | 'b-16' | 'l-14-224' | 'l-14-336';
@@ -32,36 +33,6 @@ export interface SynthTensor {
   readonly fill: () => Float32Array;
 }
 
-/** mulberry32: tiny, seedable, good enough for test weights. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function hashName(name: string, seed: number): number {
-  let h = 2166136261 ^ seed;
-  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 16777619);
-  return h >>> 0;
-}
-
-function gaussian(n: number, std: number, mean: number, seed: number): Float32Array {
-  const r = rng(seed);
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i += 2) {
-    const u = Math.max(r(), 1e-12);
-    const v = r();
-    const m = Math.sqrt(-2 * Math.log(u));
-    out[i] = mean + std * m * Math.cos(2 * Math.PI * v);
-    if (i + 1 < n) out[i + 1] = mean + std * m * Math.sin(2 * Math.PI * v);
-  }
-  return out;
-}
 
 /** Scales chosen so activations stay O(1) through the tower: fan-in-scaled matrices, LN gammas near 1. */
 function tensor(name: string, shape: number[], seed: number): SynthTensor {
@@ -77,7 +48,7 @@ function tensor(name: string, shape: number[], seed: number): SynthTensor {
     const fanIn = shape.slice(1).reduce((a, b) => a * b, 1);
     std = 1 / Math.sqrt(fanIn);
   } else std = 0.5;
-  return { name, shape, fill: () => gaussian(n, std, mean, s) };
+  return { name, shape, fill: () => gaussianArray(n, mean, std, s) };
 }
 
 function adapterTensors(prefix: string, d: number, p: number, seed: number): SynthTensor[] {
