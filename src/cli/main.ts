@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /** `llm2clip` command line: dispatches to one module per stage; usage errors exit 2, failures exit 1. */
 import { UsageError } from './args.js';
+import { CHAT_USAGE, cmdChat } from './chat-command.js';
 import { cmdConvertLlm, cmdSynthLlm } from './llm-commands.js';
 import { cmdAdapt, cmdConvert, cmdEmbed, cmdFeatures, cmdPreprocess, cmdSynthCheckpoint } from './vision-commands.js';
 
@@ -28,6 +29,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   'synth-checkpoint': cmdSynthCheckpoint,
   'synth-llm': cmdSynthLlm,
   'convert-llm': cmdConvertLlm,
+  chat: cmdChat,
 };
 
 export async function main(argv: string[]): Promise<number> {
@@ -48,7 +50,7 @@ export async function main(argv: string[]): Promise<number> {
     const err = e as Error;
     process.stderr.write(`llm2clip ${cmd}: ${err.message}\n`);
     if (err instanceof UsageError) return 2;
-    if (!['CheckpointError', 'ConfigError', 'ManifestError', 'ImageError', 'SessionError', 'NpyError', 'GgufError', 'ProjectorError', 'InjectionError'].includes(err.name) && process.env.LLM2CLIP_DEBUG) {
+    if (!['CheckpointError', 'ConfigError', 'ManifestError', 'ImageError', 'SessionError', 'NpyError', 'GgufError', 'ProjectorError', 'InjectionError', 'ChatError', 'ChatInputError'].includes(err.name) && process.env.LLM2CLIP_DEBUG) {
       process.stderr.write(`${err.stack}\n`);
     }
     return 1;
