@@ -5,9 +5,9 @@
  *
  * Cases:
  * - tiny: synthetic OpenAI-arch tiny tower (16 patch tokens) → random projector → synth-llm tiny (F32).
- * - 0.5b: synth-llm 0.5b (Qwen2-0.5B shapes in the llama arch, F16, random weights) with 576 image
- *   tokens. Its "image encode" is NOT a tower: an L-14-336-shaped tower takes long to synthesise, so each
- *   image becomes a seeded random 576×1024 feature block fed straight to a random 1024→896 projector.
+ * - 0.5b: synth-llm 0.5b (Qwen2-0.5B shapes in the llama arch, F16, random weights) behind a random-weight
+ *   OpenAI L-14-336 tower (synth-checkpoint + convert, fp32) and a random 1024→896 projector: 576 image
+ *   tokens, so image encode is a real L-14-336 forward pass. Both files are cached under --work.
  *
  * Every measured run uses a new image (no feature-cache hit; only the text before the image is reused
  * from the KV, reported as cachedTokens). The first run of each case is a warm-up and reported apart.
@@ -15,17 +15,15 @@
  * Flags: --cases tiny,0.5b  --runs 3  --max-tokens 32  --gpu auto|off  --threads N (0.5b; tiny always 1)
  *        --work DIR (default models/cache/bench-chat)  --fresh (re-synthesise the 0.5b GGUF even if present)
  */
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 
 import { getLlama, type Llama } from 'node-llama-cpp';
 import sharp from 'sharp';
 
-import { Projector } from '../projector/runtime.js';
 import { synthProjector } from '../projector/synth.js';
-import { VisionLanguageModel, type ChatResult, type ImageEmbedder } from '../src/chat/index.js';
+import { VisionLanguageModel, type ChatResult } from '../src/chat/index.js';
 import { synthLlm } from '../src/gguf/synth.js';
 import { convertCheckpoint } from '../src/vision/convert.js';
 import { synthCheckpoint } from '../src/vision/synth.js';
@@ -47,31 +45,6 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 const round = (x: number, d = 2): number => Math.round(x * 10 ** d) / 10 ** d;
-
-/** LLaVA-1.5's image token count at 336 px; features are random, projected by a real ONNX projector. */
-class RandomFeatureEmbedder implements ImageEmbedder {
-  readonly tokensPerImage = 576;
-  constructor(
-    private readonly projector: Projector,
-    readonly identity: string,
-  ) {}
-  get outputDim(): number {
-    return this.projector.outputDim;
-  }
-  async embed(bytes: Uint8Array): Promise<Float32Array> {
-    // seeded by the image bytes, so different images give different rows
-    let s = createHash('sha256').update(bytes).digest().readUInt32LE(0);
-    const feats = new Float32Array(this.tokensPerImage * this.projector.inputDim);
-    for (let i = 0; i < feats.length; i++) {
-      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-      feats[i] = (s / 2 ** 32 - 0.5) * 3.4; // unit variance
-    }
-    return this.projector.project(feats, this.tokensPerImage);
-  }
-  dispose(): Promise<void> {
-    return this.projector.dispose();
-  }
-}
 
 async function png(i: number): Promise<Buffer> {
   const c = { r: (i * 67) % 256, g: (i * 131) % 256, b: (i * 29) % 256 };
@@ -142,21 +115,23 @@ async function halfBCase(work: string, llama: Llama, threads: number, runs: numb
   const dir = join(work, '0.5b');
   mkdirSync(dir, { recursive: true });
   const gguf = join(dir, 'synth-0.5b-f16.gguf');
+  const towerDir = join(dir, 'tower-l-14-336');
   const t0 = performance.now();
-  const reused = existsSync(gguf) && !fresh;
-  if (!reused) await synthLlm({ preset: '0.5b', out: gguf, seed: 1 });
+  const reused = existsSync(gguf) && existsSync(join(towerDir, 'tower.json')) && !fresh;
+  if (!reused) {
+    await synthLlm({ preset: '0.5b', out: gguf, seed: 1 });
+    const ck = await synthCheckpoint({ arch: 'openai', preset: 'l-14-336', outDir: join(dir, 'ckpt'), seed: 1, adapter: false });
+    await convertCheckpoint(ck.checkpoint, { outDir: towerDir, onWarning: () => undefined });
+    rmSync(join(dir, 'ckpt'), { recursive: true, force: true });
+  }
   const synthMs = performance.now() - t0;
   synthProjector({ outDir: join(dir, 'projector'), inputDim: 1024, outputDim: 896, hiddenDim: 896, seed: 1 });
-  const model = await llama.loadModel({ modelPath: gguf });
-  const embedder = new RandomFeatureEmbedder(await Projector.load(join(dir, 'projector')), 'bench-random-576x1024');
-  const vlm = await VisionLanguageModel.create({ model, embedder, contextSize: 2048, owns: { model: true, embedder: true } });
+  const vlm = await VisionLanguageModel.load({ tower: towerDir, projector: join(dir, 'projector'), llm: gguf, llama, contextSize: 2048 });
   try {
     return {
       case: '0.5b',
-      llm: { preset: '0.5b', nEmbd: 896, layers: 24, dtype: 'F16', threads, gguf, reusedExistingFile: reused, ...(reused ? {} : { synthesiseMs: Math.round(synthMs) }) },
-      imageSource:
-        'NOT a tower: a seeded random 576×1024 feature block per image (the shape of an L-14-336 tower output) → random mlp2x_gelu projector 1024→896→896; ' +
-        'imageEncodeMs is the random block plus the projector only',
+      llm: { preset: '0.5b', nEmbd: 896, layers: 24, dtype: 'F16', threads, gguf, reusedExistingFiles: reused, ...(reused ? {} : { synthesiseMs: Math.round(synthMs) }) },
+      imageSource: 'tower openai L-14-336 (random weights, fp32, 576 patches, width 1024) → mlp2x_gelu projector 1024→896→896',
       ...(await runCase(vlm, runs, maxTokens)),
     };
   } finally {
