@@ -12,7 +12,7 @@ import { RenamedTensors } from '../src/formats/tensor.js';
 import { OnnxGraph } from '../src/onnx/graph.js';
 import { validateShapes, WeightSource } from '../src/vision/graph-blocks.js';
 import { createSession, outputData, type SessionOptions } from '../src/vision/session.js';
-import { PROJECTOR_WEIGHTS, ProjectorError, projectorShapes, readProjectorManifest, type ProjectorManifest } from './spec.js';
+import { PROJECTOR_WEIGHTS, ProjectorError, projectorLayers, projectorShapes, readProjectorManifest, type ProjectorManifest } from './spec.js';
 
 export class Projector {
   private constructor(
@@ -32,22 +32,20 @@ export class Projector {
   static async load(dir: string, opts: SessionOptions = {}): Promise<Projector> {
     const manifest = readProjectorManifest(dir);
     const file = SafetensorsReader.open(join(dir, PROJECTOR_WEIGHTS));
-    // A plain Linear has no index prefix; give it one so both types read `<layer>.weight`.
+    // A plain Linear has no index prefix; give it one so every type reads `<index>.weight`.
     const weights = manifest.type === 'linear' ? new RenamedTensors(file, new Map([['0.weight', 'weight'], ['0.bias', 'bias']])) : file;
     const tmp = mkdtempSync(join(tmpdir(), 'llm2clip-projector-'));
     try {
       validateShapes(file, projectorShapes(manifest));
-      const shapes = manifest.type === 'linear' ? new Map([['0.weight', []], ['0.bias', []]]) : projectorShapes(manifest);
+      const layers = projectorLayers(manifest);
       const g = new OnnxGraph({ onnxPath: join(tmp, 'projector.onnx'), graphName: 'llm2clip_projector' });
       try {
-        const src = new WeightSource(g, weights, 'fp32', shapes.size);
-        const x = g.input('features', ['tokens', manifest.inputDim]);
-        let y: string;
-        if (manifest.type === 'linear') y = src.linearNamed(x, '0', manifest.outputDim, manifest.inputDim);
-        else {
-          const h = src.linearNamed(x, '0', manifest.hiddenDim!, manifest.inputDim);
-          y = src.linearNamed(g.gelu(h), '2', manifest.outputDim, manifest.hiddenDim!);
-        }
+        const src = new WeightSource(g, weights, 'fp32', layers.length * 2);
+        let y = g.input('features', ['tokens', manifest.inputDim]);
+        layers.forEach((l, i) => {
+          if (i > 0) y = g.gelu(y);
+          y = src.linearNamed(y, String(l.index), l.out, l.in);
+        });
         g.output(y, 'embeds', ['tokens', manifest.outputDim]);
         await g.finish();
       } catch (e) {

@@ -1,8 +1,8 @@
 /**
  * The projector stage's file format: DIR/projector.json (this schema) + DIR/projector.safetensors with
- * LLaVA's mm_projector names stripped of their prefix (`0.weight` [H, W], `0.bias`, `2.weight` [D, H],
- * `2.bias` for mlp2x_gelu; `weight`/`bias` for linear). It maps tower patch features [N, W] into the LLM's
- * token-embedding space [N, D].
+ * LLaVA's mm_projector names stripped of their prefix. `mlp{N}x_gelu` is LLaVA's nn.Sequential of N
+ * Linears with GELU between them, so its weights are `0.*`, `2.*`, …, `{2N-2}.*`; `linear` is a bare
+ * nn.Linear (`weight`, `bias`). It maps tower patch features [N, W] into the LLM's embedding space [N, D].
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -12,18 +12,33 @@ export const PROJECTOR_JSON = 'projector.json';
 export const PROJECTOR_WEIGHTS = 'projector.safetensors';
 
 const posInt = z.number().int().positive();
+const MLP_TYPE = /^mlp([1-9]\d?)x_gelu$/;
 
 export const projectorSchema = z.object({
   format: z.literal('llm2clip-projector'),
   version: z.literal(1),
-  /** LLaVA's mm_projector_type. */
-  type: z.enum(['mlp2x_gelu', 'linear']),
+  /** LLaVA's mm_projector_type: `linear` or `mlp{N}x_gelu`. */
+  type: z.string().refine((t) => t === 'linear' || MLP_TYPE.test(t), 'must be "linear" or "mlp<N>x_gelu"'),
   inputDim: posInt,
+  /** Width of the hidden Linears (LLaVA: the LLM width, i.e. outputDim). */
   hiddenDim: posInt.optional(),
   outputDim: posInt,
-  /** What it was trained against; checked when a pipeline is assembled. */
-  tower: z.object({ arch: z.enum(['openai', 'eva02']), width: posInt, patchTokens: posInt, sha256: z.string().optional() }).optional(),
+  /** The tower it was trained on; checked when a pipeline is assembled. */
+  tower: z
+    .object({
+      arch: z.enum(['openai', 'eva02']),
+      width: posInt,
+      patchTokens: posInt,
+      sha256: z.string().optional(),
+      /** Block whose output feeds the projector (LLaVA: layers − 2). */
+      tap: z.number().int().nonnegative().optional(),
+    })
+    .optional(),
   llm: z.object({ nEmbd: posInt, name: z.string().optional() }).optional(),
+  /** Image tokens per image (= the tower's patch tokens). */
+  tokensPerImage: posInt.optional(),
+  /** Preprocessing the projector was trained with. */
+  resizeMode: z.enum(['crop', 'pad']).optional(),
   /** True for random-weight stand-ins: nothing was learned. */
   synthetic: z.boolean().optional(),
 });
@@ -32,6 +47,14 @@ export type ProjectorManifest = z.infer<typeof projectorSchema>;
 
 export class ProjectorError extends Error {
   override name = 'ProjectorError';
+}
+
+/** Number of Linear layers: 1 for `linear`, N for `mlp{N}x_gelu`. */
+export function projectorDepth(type: string): number {
+  if (type === 'linear') return 1;
+  const m = MLP_TYPE.exec(type);
+  if (!m) throw new ProjectorError(`unknown projector type ${JSON.stringify(type)} (linear or mlp<N>x_gelu)`);
+  return Number(m[1]);
 }
 
 export function readProjectorManifest(dir: string): ProjectorManifest {
@@ -44,18 +67,30 @@ export function readProjectorManifest(dir: string): ProjectorManifest {
   }
   const r = projectorSchema.safeParse(raw);
   if (!r.success) throw new ProjectorError(`${path}: invalid projector manifest: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-  if (r.data.type === 'mlp2x_gelu' && r.data.hiddenDim === undefined) throw new ProjectorError(`${path}: mlp2x_gelu needs hiddenDim`);
+  if (r.data.tokensPerImage !== undefined && r.data.tower && r.data.tower.patchTokens !== r.data.tokensPerImage) {
+    throw new ProjectorError(`${path}: tokensPerImage ${r.data.tokensPerImage} differs from tower.patchTokens ${r.data.tower.patchTokens}`);
+  }
   return r.data;
 }
 
-/** Canonical tensor names and shapes for a manifest. */
+/** Layer widths: in → hidden → … → out (LLaVA's hidden width defaults to the output width). */
+export function projectorLayers(m: ProjectorManifest): { index: number; out: number; in: number }[] {
+  const depth = projectorDepth(m.type);
+  const hidden = m.hiddenDim ?? m.outputDim;
+  return Array.from({ length: depth }, (_, i) => ({
+    index: 2 * i,
+    in: i === 0 ? m.inputDim : hidden,
+    out: i === depth - 1 ? m.outputDim : hidden,
+  }));
+}
+
+/** Stored tensor names and shapes for a manifest (`linear` has no index prefix, like nn.Linear). */
 export function projectorShapes(m: ProjectorManifest): Map<string, readonly number[]> {
-  if (m.type === 'linear') return new Map([['weight', [m.outputDim, m.inputDim]], ['bias', [m.outputDim]]]);
-  const h = m.hiddenDim!;
-  return new Map<string, readonly number[]>([
-    ['0.weight', [h, m.inputDim]],
-    ['0.bias', [h]],
-    ['2.weight', [m.outputDim, h]],
-    ['2.bias', [m.outputDim]],
-  ]);
+  const prefix = (i: number) => (m.type === 'linear' ? '' : `${i}.`);
+  const shapes = new Map<string, readonly number[]>();
+  for (const l of projectorLayers(m)) {
+    shapes.set(`${prefix(l.index)}weight`, [l.out, l.in]);
+    shapes.set(`${prefix(l.index)}bias`, [l.out]);
+  }
+  return shapes;
 }

@@ -6,15 +6,16 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeSafetensors } from '../src/formats/safetensors.js';
 import { mulberry32 } from '../src/util/random.js';
-import { PROJECTOR_JSON, PROJECTOR_WEIGHTS, projectorShapes, type ProjectorManifest } from './spec.js';
+import { PROJECTOR_JSON, PROJECTOR_WEIGHTS, projectorDepth, projectorShapes, type ProjectorManifest } from './spec.js';
 
 export interface SynthProjectorOptions {
   readonly outDir: string;
   readonly inputDim: number;
   readonly outputDim: number;
-  /** mlp2x_gelu hidden width; LLaVA uses the LLM width. */
+  /** Hidden width of mlp types; LLaVA uses the LLM width. */
   readonly hiddenDim?: number;
-  readonly type?: 'mlp2x_gelu' | 'linear';
+  /** `linear` or `mlp{N}x_gelu` (default mlp2x_gelu, LLaVA-1.5's). */
+  readonly type?: string;
   readonly seed?: number;
   readonly tower?: ProjectorManifest['tower'];
 }
@@ -26,7 +27,7 @@ export function synthProjector(opts: SynthProjectorOptions): ProjectorManifest {
     version: 1,
     type,
     inputDim: opts.inputDim,
-    ...(type === 'mlp2x_gelu' ? { hiddenDim: opts.hiddenDim ?? opts.outputDim } : {}),
+    ...(type !== 'linear' ? { hiddenDim: opts.hiddenDim ?? opts.outputDim } : {}),
     outputDim: opts.outputDim,
     ...(opts.tower ? { tower: opts.tower } : {}),
     llm: { nEmbd: opts.outputDim },
@@ -34,8 +35,8 @@ export function synthProjector(opts: SynthProjectorOptions): ProjectorManifest {
   };
   const rnd = mulberry32(opts.seed ?? 0);
   const gauss = () => Math.sqrt(-2 * Math.log(Math.max(rnd(), 1e-12))) * Math.cos(2 * Math.PI * rnd());
-  const tensors = [...projectorShapes(manifest)].map(([canon, shape]) => {
-    const name = type === 'linear' ? canon.replace(/^0\./, '') : canon;
+  projectorDepth(type); // validates the type before anything is written
+  const tensors = [...projectorShapes(manifest)].map(([name, shape]) => {
     const fanIn = shape.length === 2 ? shape[1]! : 1;
     const std = shape.length === 2 ? 1 / Math.sqrt(fanIn) : 0.02;
     return { name, shape, dtype: 'F32' as const, data: () => Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => std * gauss()) };

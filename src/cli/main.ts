@@ -3,6 +3,7 @@
 import { UsageError } from './args.js';
 import { CHAT_USAGE, cmdChat } from './chat-command.js';
 import { cmdConvertLlm, cmdSynthLlm } from './llm-commands.js';
+import { cmdImportProjector } from './projector-commands.js';
 import { cmdAdapt, cmdConvert, cmdEmbed, cmdFeatures, cmdPreprocess, cmdSynthCheckpoint } from './vision-commands.js';
 
 const HELP = `llm2clip — LLM2CLIP vision towers for local LLMs
@@ -30,6 +31,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   'synth-llm': cmdSynthLlm,
   'convert-llm': cmdConvertLlm,
   chat: cmdChat,
+  'import-projector': cmdImportProjector,
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -57,3 +57,21 @@ describe('Projector', () => {
     await expect(Projector.load(dir)).rejects.toThrow(/invalid projector manifest: type/);
   });
 });
+
+describe('Projector mlp3x_gelu', () => {
+  it('three Linears with GELU between match the float64 loop', async () => {
+    const dir = join(work, 'mlp3');
+    synthProjector({ outDir: dir, inputDim: 20, hiddenDim: 16, outputDim: 12, type: 'mlp3x_gelu', seed: 9 });
+    const p = await Projector.load(dir);
+    const feats = Float32Array.from({ length: 3 * 20 }, (_, i) => Math.cos(i * 0.7));
+    const got = await p.project(feats, 3);
+    await p.dispose();
+    const w = SafetensorsReader.open(join(dir, 'projector.safetensors'));
+    const gelu = (v: number) => 0.5 * v * (1 + erf(v / Math.SQRT2));
+    let x = linear(Float64Array.from(feats), 3, w.readF32('0.weight'), w.readF32('0.bias'), 20, 16).map(gelu);
+    x = linear(x, 3, w.readF32('2.weight'), w.readF32('2.bias'), 16, 16).map(gelu);
+    const expected = linear(x, 3, w.readF32('4.weight'), w.readF32('4.bias'), 16, 12);
+    w.close();
+    expect(relL2(got, expected)).toBeLessThan(1e-5);
+  });
+});
