@@ -4,6 +4,7 @@ import { UsageError } from './args.js';
 import { CHAT_USAGE, cmdChat } from './chat-command.js';
 import { cmdConvertLlm, cmdSynthLlm } from './llm-commands.js';
 import { cmdImportProjector } from './projector-commands.js';
+import { cmdEval } from './eval-command.js';
 import { cmdAdapt, cmdConvert, cmdEmbed, cmdFeatures, cmdPreprocess, cmdSynthCheckpoint } from './vision-commands.js';
 
 const HELP = `llm2clip — LLM2CLIP vision towers for local LLMs
@@ -32,6 +33,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   'convert-llm': cmdConvertLlm,
   chat: cmdChat,
   'import-projector': cmdImportProjector,
+  eval: cmdEval,
 };
 
 export async function main(argv: string[]): Promise<number> {
@@ -52,7 +54,7 @@ export async function main(argv: string[]): Promise<number> {
     const err = e as Error;
     process.stderr.write(`llm2clip ${cmd}: ${err.message}\n`);
     if (err instanceof UsageError) return 2;
-    if (!['CheckpointError', 'ConfigError', 'ManifestError', 'ImageError', 'SessionError', 'NpyError', 'GgufError', 'ProjectorError', 'InjectionError', 'ChatError', 'ChatInputError'].includes(err.name) && process.env.LLM2CLIP_DEBUG) {
+    if (!['CheckpointError', 'ConfigError', 'ManifestError', 'ImageError', 'SessionError', 'NpyError', 'GgufError', 'ProjectorError', 'InjectionError', 'ChatError', 'ChatInputError', 'EvalInputError'].includes(err.name) && process.env.LLM2CLIP_DEBUG) {
       process.stderr.write(`${err.stack}\n`);
     }
     return 1;
