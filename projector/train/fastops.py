@@ -45,6 +45,32 @@ def _mm_nt(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor) -> torch.Tensor
     return torch._C._nn.mkldnn_linear(a.contiguous().to_mkldnn(), b.contiguous(), bias).to_dense()
 
 
+# W^T of frozen weights (stage 1's LLM), reused across backward passes; keyed by tensor identity,
+# invalidated by torch's in-place version counter, bounded in bytes (then simply recomputed).
+_WT_CACHE: "dict[int, tuple]" = {}
+_WT_BUDGET = 1 << 30
+_wt_bytes = 0
+
+
+def _transposed(w: torch.Tensor) -> torch.Tensor:
+    global _wt_bytes
+    if w.requires_grad:
+        return w.t().contiguous()
+    key = id(w)
+    hit = _WT_CACHE.get(key)
+    if hit is not None and hit[0] is w and hit[1] == w._version:
+        return hit[2]
+    wt = w.t().contiguous()
+    size = wt.numel() * wt.element_size()
+    if _wt_bytes + size > _WT_BUDGET:
+        _WT_CACHE.clear()
+        _wt_bytes = 0
+    if size <= _WT_BUDGET // 4:
+        _WT_CACHE[key] = (w, w._version, wt)
+        _wt_bytes += size
+    return wt
+
+
 class _MkldnnLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias):  # type: ignore[override]
@@ -56,17 +82,21 @@ class _MkldnnLinear(torch.autograd.Function):
             y = x2.new_zeros(0, n_out)
         else:
             y = _mm_nt(x2, weight, b)
-        ctx.save_for_backward(x2, weight)
+        ctx.save_for_backward(x2)
+        # The weight is kept as a plain attribute: saving a leaf through save_for_backward trips torch
+        # 1.13's non-reentrant activation checkpointing ("No grad accumulator for a saved leaf").
+        ctx.weight = weight
         ctx.has_bias = bias is not None
         return y.reshape(*shape[:-1], n_out)
 
     @staticmethod
     def backward(ctx, gy):  # type: ignore[override]
-        x2, weight = ctx.saved_tensors
+        (x2,) = ctx.saved_tensors
+        weight = ctx.weight
         gy2 = gy.reshape(-1, weight.shape[0]).contiguous()
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            gx = _mm_nt(gy2, weight.t(), gy2.new_zeros(weight.shape[1])).reshape(*gy.shape[:-1], weight.shape[1])
+            gx = _mm_nt(gy2, _transposed(weight), gy2.new_zeros(weight.shape[1])).reshape(*gy.shape[:-1], weight.shape[1])
         if ctx.needs_input_grad[1]:
             gw = _mm_nt(gy2.t(), x2.t(), gy2.new_zeros(x2.shape[1]))
         if ctx.has_bias and ctx.needs_input_grad[2]:

@@ -5,6 +5,7 @@ import { CHAT_USAGE, cmdChat } from './chat-command.js';
 import { cmdConvertLlm, cmdSynthLlm } from './llm-commands.js';
 import { cmdImportProjector } from './projector-commands.js';
 import { cmdEval } from './eval-command.js';
+import { cmdFeaturesDataset, FEATURES_DATASET_USAGE, isDatasetFeatures } from './train-commands.js';
 import { cmdAdapt, cmdConvert, cmdEmbed, cmdFeatures, cmdPreprocess, cmdSynthCheckpoint } from './vision-commands.js';
 
 const HELP = `llm2clip — LLM2CLIP vision towers for local LLMs
@@ -13,6 +14,7 @@ Usage:
   llm2clip convert <checkpoint> --out DIR [--config JSON|MODEL-NAME] [--dtype fp32|fp16] [--resize-mode crop|pad]
   llm2clip preprocess --tower DIR IMAGE --out FILE.npy
   llm2clip features --tower DIR (IMAGE... | --pixels FILE.npy) --out FILE.npy [--batch N]
+  ${FEATURES_DATASET_USAGE}
   llm2clip embed --tower DIR (IMAGE... | --pixels FILE.npy) [--batch N] [--no-normalize]
   llm2clip adapt --tower DIR --llm-embeds FILE.npy --out FILE.npy
   llm2clip synth-checkpoint --arch openai|eva02 --preset tiny|b-16|l-14-224|l-14-336 --out DIR [--seed N] [--dtype f32|f16|bf16] [--no-adapter]
@@ -25,7 +27,7 @@ Tower commands also take --provider cpu|cuda|... and --threads N.
 const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   convert: cmdConvert,
   preprocess: cmdPreprocess,
-  features: cmdFeatures,
+  features: (argv) => (isDatasetFeatures(argv) ? cmdFeaturesDataset(argv) : cmdFeatures(argv)),
   embed: cmdEmbed,
   adapt: cmdAdapt,
   'synth-checkpoint': cmdSynthCheckpoint,
@@ -54,7 +56,7 @@ export async function main(argv: string[]): Promise<number> {
     const err = e as Error;
     process.stderr.write(`llm2clip ${cmd}: ${err.message}\n`);
     if (err instanceof UsageError) return 2;
-    if (!['CheckpointError', 'ConfigError', 'ManifestError', 'ImageError', 'SessionError', 'NpyError', 'GgufError', 'ProjectorError', 'InjectionError', 'ChatError', 'ChatInputError', 'EvalInputError'].includes(err.name) && process.env.LLM2CLIP_DEBUG) {
+    if (!['CheckpointError', 'ConfigError', 'ManifestError', 'ImageError', 'SessionError', 'NpyError', 'GgufError', 'ProjectorError', 'InjectionError', 'ChatError', 'ChatInputError', 'EvalInputError', 'DatasetError'].includes(err.name) && process.env.LLM2CLIP_DEBUG) {
       process.stderr.write(`${err.stack}\n`);
     }
     return 1;
