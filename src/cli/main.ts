@@ -4,6 +4,7 @@ import { UsageError } from './args.js';
 import { CHAT_USAGE, cmdChat } from './chat-command.js';
 import { cmdConvertLlm, cmdSynthLlm } from './llm-commands.js';
 import { cmdImportProjector } from './projector-commands.js';
+import { cmdServe } from './serve-command.js';
 import { cmdEval } from './eval-command.js';
 import { cmdFeaturesDataset, FEATURES_DATASET_USAGE, isDatasetFeatures } from './train-commands.js';
 import { cmdAdapt, cmdConvert, cmdEmbed, cmdFeatures, cmdPreprocess, cmdSynthCheckpoint } from './vision-commands.js';
@@ -36,6 +37,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   chat: cmdChat,
   'import-projector': cmdImportProjector,
   eval: cmdEval,
+  serve: cmdServe,
 };
 
 export async function main(argv: string[]): Promise<number> {
