@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { writeSafetensors } from '../../src/formats/safetensors.js';
 import type { WritableTensor } from '../../src/formats/io.js';
 import { byteEncode, byteLevelTokenizer, bytesToUnicode, PRE_REGEX, spmTokenizer, trainMerges, type RefTokenizer } from './bpe.js';
+import { mulberry32 } from '../../src/util/random.js';
 
 export const CORPUS = [
   'hello world, the cat sat on the mat.',
@@ -62,16 +63,7 @@ export interface HfFixture {
   tensorNames: string[];
 }
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 function gaussian(r: () => number, n: number, mean: number, std: number): Float32Array {
   const out = new Float32Array(n);

@@ -8,6 +8,7 @@
 import { MemoryTensors, numel } from '../../src/formats/tensor.js';
 import { gridSide, type AdapterSpec, type TowerSpec } from '../../src/vision/spec.js';
 import { adapterHidden } from './adapter.js';
+import { mulberry32 } from '../../src/util/random.js';
 
 type Kind = 'matrix' | 'bias' | 'lnWeight' | 'lnBias' | 'token' | 'position';
 
@@ -98,17 +99,7 @@ export function adapterWeightEntries(spec: AdapterSpec): WeightEntry[] {
   return E;
 }
 
-/** mulberry32: a small, well-mixed 32-bit PRNG; returns uniforms in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 };
 
 /** Standard normals by Box-Muller. */
 export function gaussian(seed: number): () => number {
