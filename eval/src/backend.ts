@@ -151,6 +151,8 @@ export interface LocalOptions {
   template?: string;
   gpu?: 'auto' | 'cuda' | 'vulkan' | 'metal' | false;
   threads?: number;
+  /** onnxruntime intra-op threads of the tower session (default: onnxruntime's own) */
+  towerThreads?: number;
   contextSize?: number;
   /** chats run at once (LLM sequences) */
   sequences?: number;
@@ -170,6 +172,7 @@ export async function localBackend(o: LocalOptions): Promise<Backend> {
     ...(o.template !== undefined ? { template: o.template as NonNullable<Parameters<typeof chat.VisionLanguageModel.load>[0]['template']> } : {}),
     ...(o.gpu !== undefined ? { gpu: o.gpu } : {}),
     ...(o.threads !== undefined ? { maxThreads: o.threads } : {}),
+    ...(o.towerThreads !== undefined ? { towerSession: { threads: o.towerThreads } } : {}),
     ...(o.contextSize !== undefined ? { contextSize: o.contextSize } : {}),
     ...(o.llama !== undefined ? { llama: o.llama as NonNullable<Parameters<typeof chat.VisionLanguageModel.load>[0]['llama']> } : {}),
   });

@@ -49,7 +49,8 @@ export interface VqaResult {
 export type TaskResult = VqaResult | TextVqaResult | GqaResult | PopeResult | SqaResult | MmeResult;
 
 const gtAnswersSchema = z.array(z.object({ answer: z.string() }).passthrough()).min(1);
-const vqaAnnotationsSchema = z
+/** What the vqav2 scorer requires of a VQA annotation file (the official file carries more; passthrough). */
+export const vqaAnnotationsSchema = z
   .object({
     annotations: z.array(
       z
@@ -66,7 +67,8 @@ const vqaAnnotationsSchema = z
 const vizwizAnnotationsSchema = z.array(
   z.object({ image: z.string(), answers: gtAnswersSchema, answer_type: z.string() }).passthrough(),
 );
-const vqaQuestionsFileSchema = z.object({ questions: z.array(z.object({ question_id: z.union([z.number(), z.string()]) }).passthrough()) }).passthrough();
+/** What the vqav2 scorer requires of a VQA questions file. */
+export const vqaQuestionsFileSchema = z.object({ questions: z.array(z.object({ question_id: z.union([z.number(), z.string()]) }).passthrough()) }).passthrough();
 
 function need(files: TaskFiles, key: keyof TaskFiles, task: TaskName, flag: string): string {
   const v = files[key];

@@ -8,11 +8,13 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 
 import { bytesLoader, TEMPLATE_CHOICES, VisionLanguageModel, type ChatMessage, type TemplateChoice } from '../chat/index.js';
+import { findDemoModel } from '../demo/model.js';
 import { loadImageBytes } from '../image/decode.js';
 import { flag, parse, positiveInt, UsageError } from './args.js';
 
 export const CHAT_USAGE =
-  'llm2clip chat --tower DIR --projector DIR --llm FILE.gguf [--image IMG]... [--system TEXT] "question"\n' +
+  'llm2clip chat [--tower DIR --projector DIR --llm FILE.gguf] [--image IMG]... [--system TEXT] "question"\n' +
+  '    (without --tower/--projector/--llm: the bundled demo model in models/demo)\n' +
   '    [--template gguf|vicuna_v1|llava_v1|llama3|chatml] [--max-tokens N] [--temperature T] [--top-p P] [--top-k K]\n' +
   '    [--seed N] [--stop TEXT]... [--json-schema FILE] [--context-size N] [--gpu auto|cuda|vulkan|metal|off]\n' +
   '    [--threads N] [--provider cpu|cuda] [--stats]';
@@ -75,10 +77,14 @@ export async function cmdChat(argv: string[]): Promise<void> {
     jsonSchema: values['json-schema'] === undefined ? undefined : readJsonSchema(flag(values, 'json-schema', nonEmpty)),
   };
 
+  // No model named at all: the bundled demo model (models/demo); naming some parts requires all three.
+  const demo = values.tower === undefined && values.projector === undefined && values.llm === undefined;
+  const parts = demo
+    ? findDemoModel()
+    : { tower: flag(values, 'tower', nonEmpty), projector: flag(values, 'projector', nonEmpty), llm: flag(values, 'llm', nonEmpty) };
+  if (!parts) throw new UsageError(`no model given (--tower, --projector, --llm) and the bundled demo model is missing\n  ${CHAT_USAGE}`);
   const vlm = await VisionLanguageModel.load({
-    tower: flag(values, 'tower', nonEmpty),
-    projector: flag(values, 'projector', nonEmpty),
-    llm: flag(values, 'llm', nonEmpty),
+    ...parts,
     ...(gpu !== undefined ? { gpu } : {}),
     ...(threads !== undefined ? { maxThreads: threads } : {}),
     towerSession,

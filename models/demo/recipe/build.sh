@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Regenerates the bundled demo model (models/demo/) from nothing, in stages, on the CPU:
+#   world      demo-world dataset (PNG + LLaVA JSON) and the tower's pretraining set   (TypeScript, sharp)
+#   (a) tower  tiny OpenAI-arch ViT pretrained on its own -> HF checkpoint -> `llm2clip convert` -> tower/
+#   (b) LLM    tokenizer + tiny Llama pretrained on the world's text -> `llm2clip convert-llm` -> llm.gguf
+#   (c) projector: `llm2clip features --dataset` shards -> `python3 -m projector.train` stage 1 (tower and
+#              LLM frozen); stage 2 (projector + LLM) only when stage 1 misses the target
+#   eval       held-out accuracy in PyTorch and through the real runtime; manifest.json
+# Every step skips work whose output exists, and the long trainings resume from their checkpoints, so a
+# crashed run continues where it stopped. Usage (from anywhere):  npm run build && bash models/demo/recipe/build.sh
+# Environment: DEMO_WORK (scratch dir, default models/cache/demo-work, git-ignored), PYTHON (default python3).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+cd "$ROOT"
+W=${DEMO_WORK:-models/cache/demo-work}
+OUT=models/demo
+R=$OUT/recipe
+PY=${PYTHON:-$(command -v /usr/bin/python3 || command -v python3)}
+RUN="node dist/src/demo/run.js"
+CLI="node dist/src/cli/main.js"
+# One torch thread per process and passive OpenMP waits: on a small shared CPU, spinning OpenMP threads
+# of concurrent jobs collapse throughput. malloc settings: see shared/research/cpu-training.md.
+export OMP_WAIT_POLICY=PASSIVE MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_TOP_PAD_=268435456
+export PYTHONDONTWRITEBYTECODE=1
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+
+SEED=1 TRAIN=60000 HELDOUT=300 PER_IMAGE=3 MIN_OBJ=1 MAX_OBJ=4 TOWER_IMAGES=40000
+TOWER_STEPS=800 LLM_STEPS=3000 PROJ_ROWS=24000 S1_STEPS=${S1_STEPS:-1500} S2_STEPS=${S2_STEPS:-600} TARGET=${TARGET:-0.97}
+WORLD="{\"seed\":$SEED,\"train\":$TRAIN,\"heldout\":$HELDOUT,\"questionsPerImage\":$PER_IMAGE,\"minObjects\":$MIN_OBJ,\"maxObjects\":$MAX_OBJ,\"types\":[\"colour\",\"shape\",\"where\",\"exists\",\"count\",\"what\"],\"imageSize\":48,\"grid\":3}"
+mkdir -p "$W"
+TIMES="$W/timings.json"
+[ -f "$TIMES" ] || echo '{}' >"$TIMES"
+step() { # step NAME DONE-FILE command...: runs the command unless DONE-FILE exists, records its seconds
+  local name=$1 done=$2; shift 2
+  if [ -e "$done" ]; then echo "== $name: done ($done)"; return; fi
+  echo "== $name"
+  local t0=$SECONDS
+  "$@"
+  $PY -c "import json,sys; p=sys.argv[1]; d=json.load(open(p)); d[sys.argv[2]]=d.get(sys.argv[2],0)+int(sys.argv[3]); json.dump(d,open(p,'w'),indent=1)" "$TIMES" "$name" $((SECONDS - t0))
+}
+
+[ -f dist/src/demo/run.js ] || { echo "build the TypeScript first: npm run build" >&2; exit 1; }
+
+# --- world -----------------------------------------------------------------------------------------
+step world "$W/qa/world.json" $RUN world --out "$W/qa" --train $TRAIN --heldout $HELDOUT --seed $SEED --per-image $PER_IMAGE --min-objects $MIN_OBJ --max-objects $MAX_OBJ
+step tower-set "$W/tower-set/meta.json" $RUN tower-set --out "$W/tower-set" --count $TOWER_IMAGES --seed $SEED --min-objects $MIN_OBJ --max-objects $MAX_OBJ
+
+# --- (a) tower -------------------------------------------------------------------------------------
+step tower-train "$W/tower/hf/model.safetensors" $PY $R/train_tower.py --data "$W/tower-set" --out "$W/tower" --steps $TOWER_STEPS --threads 1 --resume
+step tower-convert "$OUT/tower/tower.json" $CLI convert "$W/tower/hf" --out "$OUT/tower"
+step tower-verify "$W/verify-tower.json" $PY $R/verify_tower.py --hf "$W/tower/hf" --onnx "$OUT/tower" --images "$W/qa/images" --out "$W/verify-tower.json"
+
+# --- (b) LLM ---------------------------------------------------------------------------------------
+step tokenizer "$W/tokenizer/tokenizer.json" $PY $R/tokenizer.py "$W/tokenizer" "$W/qa/train.json" "$W/qa/heldout.json"
+step llm-init "$W/llm-init/model.safetensors" $PY $R/pretrain_llm.py init --tokenizer "$W/tokenizer" --out "$W/llm-init"
+step llm-init-gguf "$W/llm-init.gguf" $CLI convert-llm "$W/llm-init" --out "$W/llm-init.gguf"
+step tokens-train "$W/tokens-train.jsonl" $RUN tokens --llm "$W/llm-init.gguf" --dataset "$W/qa/train.json" --out "$W/tokens-train.jsonl"
+step tokens-heldout "$W/tokens-heldout.jsonl" $RUN tokens --llm "$W/llm-init.gguf" --dataset "$W/qa/heldout.json" --out "$W/tokens-heldout.jsonl"
+step llm-pretrain "$W/llm/hf/model.safetensors" $PY $R/pretrain_llm.py train --init "$W/llm-init" --data "$W/qa" --tokens "$W/tokens-train.jsonl" \
+  --heldout-tokens "$W/tokens-heldout.jsonl" --out "$W/llm" --steps $LLM_STEPS --threads 1 --resume
+step llm-convert "$W/llm.gguf" $CLI convert-llm "$W/llm/hf" --out "$W/llm.gguf"
+
+# --- (c) projector, stage 1 ------------------------------------------------------------------------
+step projector-data "$W/qa/train-projector.json" $PY -c "import json,sys; d=json.load(open(sys.argv[1])); json.dump(d[:int(sys.argv[3])], open(sys.argv[2],'w'))" \
+  "$W/qa/train.json" "$W/qa/train-projector.json" $PROJ_ROWS
+step shards "$W/shards/manifest.json" $RUN features --dataset "$W/qa/train-projector.json" --images "$W/qa/images" --tower "$OUT/tower" --llm "$W/llm.gguf" --template gguf --out "$W/shards"
+step stage1 "$W/stage1/projector.json" $PY -m projector.train --shards "$W/shards" --llm "$W/llm/hf" --out "$W/stage1" --stage 1 \
+  --projector-type mlp2x_gelu --lr 1e-3 --batch-size 64 --max-steps $S1_STEPS --threads 1 --seed 0 --save-every 250 --log-every 50 --resume
+step stage1-eval-pytorch "$W/eval-stage1-pytorch.json" $PY $R/eval_torch.py --tower "$W/tower/hf" --projector "$W/stage1" --llm "$W/llm/hf" \
+  --tokens "$W/tokens-heldout.jsonl" --questions "$W/qa/heldout-questions.json" --images "$W/qa/images" --out "$W/eval-stage1-pytorch.json"
+step stage1-eval-runtime "$W/eval-stage1-runtime.json" $RUN eval --tower "$OUT/tower" --projector "$W/stage1" --llm "$W/llm.gguf" \
+  --questions "$W/qa/heldout-questions.json" --images "$W/qa/images" --out "$W/eval-stage1-runtime.json"
+
+# --- (c) stage 2 only if stage 1 misses the target -------------------------------------------------
+S1=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['accuracy'])" "$W/eval-stage1-pytorch.json")
+if $PY -c "import sys; sys.exit(0 if float(sys.argv[1]) >= float(sys.argv[2]) else 1)" "$S1" "$TARGET"; then
+  FINAL=stage1
+  PROJ="$W/stage1"
+  LLM_HF="$W/llm/hf"
+  LLM_GGUF="$W/llm.gguf"
+else
+  FINAL=stage2
+  step stage2 "$W/stage2/projector.json" $PY -m projector.train --shards "$W/shards" --llm "$W/llm/hf" --out "$W/stage2" --stage 2 \
+    --init-projector "$W/stage1" --lr 2e-4 --llm-lr 1e-4 --batch-size 64 --max-steps $S2_STEPS --threads 1 --seed 0 --save-every 200 --log-every 50 --resume
+  step stage2-convert "$W/llm-stage2.gguf" $CLI convert-llm "$W/stage2/llm" --out "$W/llm-stage2.gguf"
+  PROJ="$W/stage2"
+  LLM_HF="$W/stage2/llm"
+  LLM_GGUF="$W/llm-stage2.gguf"
+  step stage2-eval-pytorch "$W/eval-stage2-pytorch.json" $PY $R/eval_torch.py --tower "$W/tower/hf" --projector "$PROJ" --llm "$LLM_HF" \
+    --tokens "$W/tokens-heldout.jsonl" --questions "$W/qa/heldout-questions.json" --images "$W/qa/images" --out "$W/eval-stage2-pytorch.json"
+  step stage2-eval-runtime "$W/eval-stage2-runtime.json" $RUN eval --tower "$OUT/tower" --projector "$PROJ" --llm "$LLM_GGUF" \
+    --questions "$W/qa/heldout-questions.json" --images "$W/qa/images" --out "$W/eval-stage2-runtime.json"
+fi
+
+# --- ship -------------------------------------------------------------------------------------------
+mkdir -p "$OUT/projector" "$OUT/eval"
+cp "$PROJ/projector.json" "$PROJ/projector.safetensors" "$OUT/projector/"
+cp "$LLM_GGUF" "$OUT/llm.gguf"
+cp "$W/eval-$FINAL-pytorch.json" "$OUT/eval/pytorch.json"
+cp "$W/eval-$FINAL-runtime.json" "$OUT/eval/runtime.json"
+$PY $R/manifest.py --model "$OUT" --work "$W" --world "$WORLD" --final-stage $FINAL --timings "$TIMES"
+echo "final: $FINAL; see $OUT/manifest.json"
