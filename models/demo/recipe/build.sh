@@ -25,7 +25,7 @@ export PYTHONDONTWRITEBYTECODE=1
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 SEED=1 TRAIN=60000 HELDOUT=300 PER_IMAGE=3 MIN_OBJ=1 MAX_OBJ=4 TOWER_IMAGES=40000
-TOWER_STEPS=800 LLM_STEPS=3000 PROJ_ROWS=24000 S1_STEPS=${S1_STEPS:-1500} S2_STEPS=${S2_STEPS:-600} TARGET=${TARGET:-0.97}
+TOWER_STEPS=800 LLM_STEPS=5000 LLM2_STEPS=4000 LLM2_BATCH=64 LLM2_LR=1e-3 LLM2_SEED=1 PROJ_ROWS=24000 S1_STEPS=${S1_STEPS:-1200} S2_STEPS=${S2_STEPS:-600} TARGET=${TARGET:-0.97}
 WORLD="{\"seed\":$SEED,\"train\":$TRAIN,\"heldout\":$HELDOUT,\"questionsPerImage\":$PER_IMAGE,\"minObjects\":$MIN_OBJ,\"maxObjects\":$MAX_OBJ,\"types\":[\"colour\",\"shape\",\"where\",\"exists\",\"count\",\"what\"],\"imageSize\":48,\"grid\":3}"
 mkdir -p "$W"
 TIMES="$W/timings.json"
@@ -56,8 +56,13 @@ step llm-init "$W/llm-init/model.safetensors" $PY $R/pretrain_llm.py init --toke
 step llm-init-gguf "$W/llm-init.gguf" $CLI convert-llm "$W/llm-init" --out "$W/llm-init.gguf"
 step tokens-train "$W/tokens-train.jsonl" $RUN tokens --llm "$W/llm-init.gguf" --dataset "$W/qa/train.json" --out "$W/tokens-train.jsonl"
 step tokens-heldout "$W/tokens-heldout.jsonl" $RUN tokens --llm "$W/llm-init.gguf" --dataset "$W/qa/heldout.json" --out "$W/tokens-heldout.jsonl"
-step llm-pretrain "$W/llm/hf/model.safetensors" $PY $R/pretrain_llm.py train --init "$W/llm-init" --data "$W/qa" --tokens "$W/tokens-train.jsonl" \
-  --heldout-tokens "$W/tokens-heldout.jsonl" --out "$W/llm" --steps $LLM_STEPS --threads 1 --resume
+# two cycles: 5000 steps with a curriculum (scenes of <= 1, 2, 3 objects first), then LLM2_STEPS more over the
+# whole world from the first cycle's weights
+step llm-pretrain "$W/llm-a/hf/model.safetensors" $PY $R/pretrain_llm.py train --init "$W/llm-init" --data "$W/qa" --tokens "$W/tokens-train.jsonl" \
+  --heldout-tokens "$W/tokens-heldout.jsonl" --out "$W/llm-a" --steps $LLM_STEPS --batch 64 --threads 1 --resume
+step llm-pretrain-2 "$W/llm/hf/model.safetensors" $PY $R/pretrain_llm.py train --init "$W/llm-init" --data "$W/qa" --tokens "$W/tokens-train.jsonl" \
+  --heldout-tokens "$W/tokens-heldout.jsonl" --out "$W/llm" --steps $LLM2_STEPS --batch $LLM2_BATCH --lr $LLM2_LR --curriculum "" \
+  --warm-start "$W/llm-a/train-state.pt" --seed $LLM2_SEED --threads 1 --resume
 step llm-convert "$W/llm.gguf" $CLI convert-llm "$W/llm/hf" --out "$W/llm.gguf"
 
 # --- (c) projector, stage 1 ------------------------------------------------------------------------

@@ -52,7 +52,7 @@ def main():
         for r in rows:
             q = qs[r["id"]]
             if r["image"] not in cache:
-                u8 = torch.from_numpy(np.asarray(Image.open(os.path.join(a.images, r["image"])).convert("RGB")))[None]
+                u8 = torch.from_numpy(np.array(Image.open(os.path.join(a.images, r["image"])).convert("RGB")))[None]
                 tap, _ = tower(normalize(u8))
                 cache[r["image"]] = proj(tap)[0]
             ids = torch.tensor([r["tokens"]])

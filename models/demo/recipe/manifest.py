@@ -55,6 +55,7 @@ def main():
         if pt or rt:
             stages[s] = {"pytorch": brief(pt), "runtime": brief(rt)}
     tower = load(os.path.join(w, "tower", "result.json"))
+    llm_a = load(os.path.join(w, "llm-a", "result.json"))
     llm = load(os.path.join(w, "llm", "result.json"))
     manifest = {
         "format": "llm2clip-demo-model",
@@ -68,7 +69,10 @@ def main():
         "totalBytes": sum(f["bytes"] for f in files.values()),
         "accuracy": {
             "tower": tower and {k: tower[k] for k in ("cell_accuracy", "image_accuracy")},
-            "llmWithOracleScene": llm and {"accuracy": llm["heldout_accuracy_oracle_scene"], "byType": llm["by_type"]},
+            "llmWithOracleScene": {
+                "cycle1": llm_a and {"accuracy": llm_a["heldout_accuracy_oracle_scene"], "byType": llm_a["by_type"], "steps": llm_a["steps"]},
+                "cycle2": llm and {"accuracy": llm["heldout_accuracy_oracle_scene"], "byType": llm["by_type"], "steps": llm["steps"]},
+            },
             **stages,
             "final": {**stages[a.final_stage], "stage": a.final_stage},
         },

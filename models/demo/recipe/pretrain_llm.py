@@ -28,7 +28,8 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..",
 from projector.train.llama import LlamaConfig, LlamaForCausalLM, load_hf_llama, save_hf_llama  # noqa: E402
 from projector.train.st import write_safetensors  # noqa: E402
 
-LLM_GEOMETRY = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4)
+# 6 layers: at 4 layers the lookups (find "the circle", then read its colour) stalled near 56% with oracle scenes.
+LLM_GEOMETRY = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=4)
 if os.environ.get("DEMO_LLM_LAYERS"):
     LLM_GEOMETRY["num_hidden_layers"] = int(os.environ["DEMO_LLM_LAYERS"])
 
@@ -213,6 +214,12 @@ def cmd_train(a):
     os.makedirs(a.out, exist_ok=True)
     ckpt = os.path.join(a.out, "train-state.pt")
     step = 0
+    if a.warm_start:
+        # a further training cycle from another run's final state (model + scene slots; fresh optimizer)
+        st = torch.load(a.warm_start)
+        model.load_state_dict(st["model"])
+        slots.load_state_dict(st["slots"])
+        print(f"warm start from {a.warm_start} (its step {st['step']})", flush=True)
     if a.resume and os.path.exists(ckpt):
         st = torch.load(ckpt)
         model.load_state_dict(st["model"])
@@ -276,16 +283,17 @@ def main():
     t.add_argument("--tokens", required=True)
     t.add_argument("--heldout-tokens", required=True)
     t.add_argument("--out", required=True)
-    t.add_argument("--steps", type=int, default=3000)
-    t.add_argument("--batch", type=int, default=128)
+    t.add_argument("--steps", type=int, default=5000)
+    t.add_argument("--batch", type=int, default=64)
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--noise", type=float, default=0.3)
     t.add_argument("--curriculum", default="0.1:1,0.25:2,0.45:3", help="FRAC:MAXOBJ,...: before FRAC of the steps, only scenes with <= MAXOBJ objects")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=2)
-    t.add_argument("--eval-every", type=int, default=500)
+    t.add_argument("--eval-every", type=int, default=1000)
     t.add_argument("--eval-limit", type=int, default=150)
     t.add_argument("--resume", action="store_true")
+    t.add_argument("--warm-start", default=None, help="train-state.pt of a previous run to start from (model and slots)")
     a = ap.parse_args()
     cmd_init(a) if a.cmd == "init" else cmd_train(a)
 
