@@ -3,21 +3,13 @@ import { z } from 'zod';
 import { convertLlm } from '../gguf/convert-llm.js';
 import { LLM_PRESETS, synthLlm, type LlmPreset } from '../gguf/synth.js';
 import { flag, parse, UsageError } from './args.js';
+import { progressLine } from './progress.js';
 
 const nonEmpty = z.string().min(1);
 const ggufPath = nonEmpty.refine((p) => p.endsWith('.gguf'), 'the output file name must end in .gguf');
 const dtypeSchema = z.enum(['f32', 'f16']).transform((d) => d.toUpperCase() as 'F32' | 'F16');
 
-function progress(label: string): (done: number, total: number) => void {
-  let last = -1;
-  return (done, total) => {
-    const pct = Math.floor((100 * done) / total);
-    if (pct !== last && (pct % 10 === 0 || done === total)) {
-      process.stderr.write(`\r${label} ${pct}%${done === total ? '\n' : ''}`);
-      last = pct;
-    }
-  };
-}
+const progress = (label: string) => progressLine(label);
 
 function mib(bytes: number): string {
   return `${(bytes / 2 ** 20).toFixed(1)} MiB`;

@@ -5,6 +5,7 @@ import { SYNTH_PRESETS, synthCheckpoint, type SynthPreset } from '../vision/synt
 import { l2normalize, TextAdapter, VisionTower } from '../vision/tower.js';
 import { z } from 'zod';
 import { flag, parse, positiveInt, UsageError } from './args.js';
+import { progressLine } from './progress.js';
 
 const towerFlags = {
   tower: { type: 'string' },
@@ -15,15 +16,12 @@ const towerFlags = {
 const providerSchema = z.enum(['cpu', 'cuda', 'tensorrt', 'dml', 'coreml', 'webgpu']).optional();
 const nonEmpty = z.string().min(1);
 
+/** Progress of a multi-stage job: one line per stage, in 5% steps. */
 function progressPrinter(): (stage: string, done: number, total: number) => void {
-  let last = '';
+  const lines = new Map<string, (done: number, total: number) => void>();
   return (stage, done, total) => {
-    const pct = total > 0 ? Math.floor((100 * done) / total) : 100;
-    const line = `${stage} ${pct}%`;
-    if (line !== last && (pct % 5 === 0 || done === total)) {
-      process.stderr.write(`\r${line}   ${done === total ? '\n' : ''}`);
-      last = line;
-    }
+    if (!lines.has(stage)) lines.set(stage, progressLine(stage, 5));
+    lines.get(stage)!(done, total);
   };
 }
 

@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { flag, parse, positiveInt, UsageError } from '../cli/args.js';
 import { writeDemoDataset, writeTowerSet } from './dataset.js';
 import { QUESTION_TYPES, type QuestionType } from './world.js';
+import { progressLine } from '../cli/progress.js';
 
 export const DEMO_WORLD_USAGE =
   'llm2clip demo-world --out DIR [--train N] [--heldout M] [--seed S] [--per-image K] [--min-objects A] [--max-objects B] [--types colour,shape,where,exists,count,what]';
@@ -30,16 +31,7 @@ function worldFlags(values: Record<string, unknown>): { minObjects: number; maxO
   return { minObjects, maxObjects, ...(types ? { types } : {}) };
 }
 
-function progress(label: string): (done: number, total: number) => void {
-  let last = -1;
-  return (done, total) => {
-    const pct = Math.floor((100 * done) / total);
-    if (pct !== last && (pct % 10 === 0 || done === total)) {
-      process.stderr.write(`\r${label} ${pct}%${done === total ? '\n' : ''}`);
-      last = pct;
-    }
-  };
-}
+const progress = (label: string) => progressLine(label);
 
 /** `llm2clip demo-world`: writes the LLaVA-format demo dataset (PNG images + train/held-out JSON). */
 export async function cmdDemoWorld(argv: string[]): Promise<void> {
