@@ -25,7 +25,7 @@ export PYTHONDONTWRITEBYTECODE=1
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 SEED=1 TRAIN=60000 HELDOUT=300 PER_IMAGE=3 MIN_OBJ=1 MAX_OBJ=4 TOWER_IMAGES=40000
-TOWER_STEPS=800 LLM_STEPS=5000 LLM2_STEPS=4000 LLM2_BATCH=64 LLM2_LR=1e-3 LLM2_SEED=1 PROJ_ROWS=24000 S1_STEPS=${S1_STEPS:-1200} S2_STEPS=${S2_STEPS:-600} TARGET=${TARGET:-0.97}
+TOWER_STEPS=800 LLM_STEPS=5000 LLM2_STEPS=4000 LLM2_BATCH=64 LLM2_LR=1e-3 LLM2_SEED=1 PROJ_ROWS=60000 S1_STEPS=${S1_STEPS:-1200} S2_STEPS=${S2_STEPS:-3000} TARGET=${TARGET:-0.97}
 WORLD="{\"seed\":$SEED,\"train\":$TRAIN,\"heldout\":$HELDOUT,\"questionsPerImage\":$PER_IMAGE,\"minObjects\":$MIN_OBJ,\"maxObjects\":$MAX_OBJ,\"types\":[\"colour\",\"shape\",\"where\",\"exists\",\"count\",\"what\"],\"imageSize\":48,\"grid\":3}"
 mkdir -p "$W"
 TIMES="$W/timings.json"
@@ -86,7 +86,7 @@ if $PY -c "import sys; sys.exit(0 if float(sys.argv[1]) >= float(sys.argv[2]) el
 else
   FINAL=stage2
   step stage2 "$W/stage2/projector.json" $PY -m projector.train --shards "$W/shards" --llm "$W/llm/hf" --out "$W/stage2" --stage 2 \
-    --init-projector "$W/stage1" --lr 2e-4 --llm-lr 1e-4 --batch-size 64 --max-steps $S2_STEPS --threads 1 --seed 0 --save-every 200 --log-every 50 --resume
+    --init-projector "$W/stage1" --lr 3e-4 --llm-lr 3e-4 --batch-size 64 --max-steps $S2_STEPS --threads 1 --seed 0 --save-every 500 --log-every 50 --resume
   step stage2-convert "$W/llm-stage2.gguf" $CLI convert-llm "$W/stage2/llm" --out "$W/llm-stage2.gguf"
   PROJ="$W/stage2"
   LLM_HF="$W/stage2/llm"
