@@ -12,7 +12,8 @@ import { QUESTION_TYPES, type QuestionType } from './world.js';
 import { progressLine } from '../cli/progress.js';
 
 export const DEMO_WORLD_USAGE =
-  'llm2clip demo-world --out DIR [--train N] [--heldout M] [--seed S] [--per-image K] [--min-objects A] [--max-objects B] [--types colour,shape,where,exists,count,what]';
+  'llm2clip demo-world --out DIR [--train N] [--heldout M] [--seed S] [--per-image K] [--min-objects A] [--max-objects B] [--types colour,shape,where,exists,count,what]\n' +
+  '    [--heldout-min-objects A] [--heldout-max-objects B]';
 export const DEMO_TOWER_SET_USAGE = 'llm2clip demo-tower-set --out DIR --count N [--seed S] [--min-objects A] [--max-objects B]';
 
 const nonEmpty = z.string().min(1);
@@ -44,15 +45,23 @@ export async function cmdDemoWorld(argv: string[]): Promise<void> {
     'min-objects': { type: 'string' },
     'max-objects': { type: 'string' },
     types: { type: 'string' },
+    'heldout-min-objects': { type: 'string' },
+    'heldout-max-objects': { type: 'string' },
   });
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${positionals[0]}\n  ${DEMO_WORLD_USAGE}`);
+  const world = worldFlags(values);
+  const held = worldFlags({
+    'min-objects': values['heldout-min-objects'] ?? values['min-objects'],
+    'max-objects': values['heldout-max-objects'] ?? values['max-objects'],
+  });
   const summary = await writeDemoDataset({
     outDir: flag(values, 'out', nonEmpty),
     train: values.train === undefined ? 3000 : flag(values, 'train', nonNegInt),
     heldout: values.heldout === undefined ? 300 : flag(values, 'heldout', nonNegInt),
     seed: values.seed === undefined ? 1 : flag(values, 'seed', nonNegInt),
     questionsPerImage: values['per-image'] === undefined ? 3 : flag(values, 'per-image', positiveInt),
-    ...worldFlags(values),
+    ...world,
+    heldoutWorld: { minObjects: held.minObjects, maxObjects: held.maxObjects },
     onProgress: progress('rendering'),
   });
   process.stdout.write(JSON.stringify(summary, null, 2) + '\n');

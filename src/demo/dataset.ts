@@ -37,6 +37,8 @@ export interface DemoDatasetOptions extends WorldOptions {
   seed: number;
   /** questions asked about each image (default 3) */
   questionsPerImage?: number;
+  /** a different world for the held-out split (e.g. fewer objects than training saw) */
+  heldoutWorld?: WorldOptions;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -102,7 +104,7 @@ export async function writeDemoDataset(o: DemoDatasetOptions): Promise<DemoDatas
   const total = o.train + o.heldout;
   let done = 0;
   for (const [split, n] of splits) {
-    const { scenes, questions } = demoSplit(split, n, o.seed, o);
+    const { scenes, questions } = demoSplit(split, n, o.seed, split === 'heldout' && o.heldoutWorld ? { ...o, ...o.heldoutWorld } : o);
     for (const [image, scene] of scenes) {
       writeFileSync(join(imageDir, image), await renderScene(scene));
       allScenes[image] = scene;

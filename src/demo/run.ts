@@ -4,7 +4,6 @@
  * <step> [flags]`. Kept apart from the main CLI so the recipe does not depend on how commands are wired.
  */
 import { UsageError } from '../cli/args.js';
-import { cmdFeaturesDataset } from '../cli/train-commands.js';
 import { cmdDemoTowerSet, cmdDemoWorld } from './cli.js';
 import { cmdDemoTokens, cmdDemoEval } from './recipe.js';
 
@@ -13,8 +12,6 @@ const STEPS: Record<string, (argv: string[]) => Promise<void>> = {
   'tower-set': cmdDemoTowerSet,
   tokens: cmdDemoTokens,
   eval: cmdDemoEval,
-  // = `llm2clip features --dataset …` (training shards), reachable here whatever main.ts wires
-  features: cmdFeaturesDataset,
 };
 
 const [step, ...rest] = process.argv.slice(2);
