@@ -68,7 +68,7 @@ export const IMAGES_DIR = 'images';
 export const DEMO_PROMPT_SUFFIX = '';
 
 /** The held-out split the recipe evaluates the demo model on (models/demo/recipe/build.sh). */
-export const RECIPE_WORLD = { seed: 1, heldout: 300, questionsPerImage: 3, minObjects: 1, maxObjects: 4, types: [...QUESTION_TYPES] as QuestionType[] };
+export const RECIPE_WORLD = { seed: 1, heldout: 300, questionsPerImage: 3, minObjects: 1, maxObjects: 3, types: [...QUESTION_TYPES] as QuestionType[] };
 
 export const VARIANT_KINDS = ['unanimous', 'surface', 'minority', 'mixed'] as const;
 export type VariantKind = (typeof VARIANT_KINDS)[number];
