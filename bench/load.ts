@@ -4,6 +4,10 @@
  * image (no feature-cache hits). Zero failures are required (exit code 1 otherwise). Prints one JSON
  * document: latency p50/p95/max, throughput, image-encode timings and the tower batches that ran.
  *
+ * On the demo model each chat asks a held-out demo-world question about its own picture, and the answers
+ * are scored (accuracy under load); on other models the chats ask for a one-sentence description.
+ * Before timing, a warm-up round of `parallel` chats runs on each fresh server.
+ *
  * Model: the bundled demo model by default (models/demo), or --model-dir DIR, or --tower/--projector/--llm,
  * or --synthetic tiny|l14 (random weights, built under models/cache/bench-load): tiny = the 16-patch test
  * tower; l14 = a random OpenAI L-14-336 tower (576 patches, the real encode cost) in front of the tiny LLM.
@@ -19,6 +23,8 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 
 import { synthProjector } from '../projector/synth.js';
+import { demoSplit } from '../src/demo/dataset.js';
+import { normalizeAnswer, renderScene } from '../src/demo/world.js';
 import { checkModelPaths, packageRoot, parseServeConfig } from '../server/config.js';
 import { startServer } from '../server/server.js';
 import { synthLlm } from '../src/gguf/synth.js';
@@ -48,6 +54,7 @@ interface ModelPaths {
   llm: string;
   label: string;
   contextSize?: number;
+  demo?: boolean;
 }
 
 async function synthetic(kind: string): Promise<ModelPaths> {
@@ -85,7 +92,26 @@ async function modelPaths(): Promise<ModelPaths> {
   const flags = ['model-dir', 'tower', 'projector', 'llm'].flatMap((f) => (arg(f) ? [`--${f}`, arg(f)!] : []));
   const c = parseServeConfig(flags, {});
   checkModelPaths(c);
-  return { tower: c.tower, projector: c.projector, llm: c.llm, label: c.demoModel ? 'demo model (models/demo)' : c.llm };
+  return { tower: c.tower, projector: c.projector, llm: c.llm, label: c.demoModel ? 'demo model (models/demo)' : c.llm, demo: c.demoModel };
+}
+
+interface Job {
+  image: string;
+  question: string;
+  /** the expected answer (demo questions), scored by exact match */
+  answer?: string;
+}
+
+const DESCRIBE = 'Describe the image in one sentence.';
+const pngUrl = (png: Buffer): string => `data:image/png;base64,${png.toString('base64')}`;
+
+/** n chats, each with its own picture: held-out demo questions on the demo model, else described gradients. */
+async function jobs(n: number, demo: boolean, size: number): Promise<Job[]> {
+  if (demo) {
+    const { scenes, questions } = demoSplit('heldout', n, 1, { questionsPerImage: 1, minObjects: 1, maxObjects: 3 });
+    return Promise.all(questions.map(async (q) => ({ image: pngUrl(await renderScene(scenes.get(q.image)!)), question: q.question, answer: q.answer })));
+  }
+  return (await images(n, size)).map((image) => ({ image, question: DESCRIBE }));
 }
 
 /** Distinct images: colour gradients with a shape, as PNG. */
@@ -106,34 +132,43 @@ interface Outcome {
   status: number;
   ms: number;
   completionTokens: number;
+  correct?: boolean;
   timings?: { image_encode_ms: number; queue_ms: number; time_to_first_token_ms: number };
   error?: string;
 }
 
-async function chat(url: string, image: string, maxTokens: number, seed: number): Promise<Outcome> {
+async function chat(url: string, job: Job, maxTokens: number, seed: number): Promise<Outcome> {
   const t0 = performance.now();
   try {
     const r = await fetch(`${url}/v1/chat/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({
-        messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: image } }, { type: 'text', text: 'Describe the image in one sentence.' }] }],
+        messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: job.image } }, { type: 'text', text: job.question }] }],
         max_tokens: maxTokens,
         temperature: 0,
         seed,
       }),
     });
-    const body = (await r.json()) as { usage?: { completion_tokens: number }; timings?: Outcome['timings']; error?: { message: string } };
+    const body = (await r.json()) as { choices?: { message: { content: string } }[]; usage?: { completion_tokens: number }; timings?: Outcome['timings']; error?: { message: string } };
     const ms = performance.now() - t0;
     if (r.status !== 200) return { ok: false, status: r.status, ms, completionTokens: 0, error: body.error?.message ?? 'no error message' };
-    return { ok: true, status: 200, ms, completionTokens: body.usage?.completion_tokens ?? 0, ...(body.timings ? { timings: body.timings } : {}) };
+    const text = body.choices?.[0]?.message.content ?? '';
+    return {
+      ok: true,
+      status: 200,
+      ms,
+      completionTokens: body.usage?.completion_tokens ?? 0,
+      ...(job.answer !== undefined ? { correct: normalizeAnswer(text) === normalizeAnswer(job.answer) } : {}),
+      ...(body.timings ? { timings: body.timings } : {}),
+    };
   } catch (e) {
     return { ok: false, status: 0, ms: performance.now() - t0, completionTokens: 0, error: (e as Error).message };
   }
 }
 
-async function runMode(mode: 'batched' | 'unbatched', m: ModelPaths, imgs: string[], warm: string) {
-  const concurrency = imgs.length;
+async function runMode(mode: 'batched' | 'unbatched', m: ModelPaths, work: Job[], warm: Job[]) {
+  const concurrency = work.length;
   const overrides: Record<string, unknown> = {
     tower: m.tower,
     projector: m.projector,
@@ -155,17 +190,19 @@ async function runMode(mode: 'batched' | 'unbatched', m: ModelPaths, imgs: strin
   try {
     await server.ready;
     const maxTokens = int('max-tokens', 16);
-    const w = await chat(server.url, warm, maxTokens, 0);
-    if (!w.ok) throw new Error(`warm-up chat failed: ${w.status} ${w.error}`);
+    for (const w of await Promise.all(warm.map((j) => chat(server.url, j, maxTokens, 0)))) {
+      if (!w.ok) throw new Error(`warm-up chat failed: ${w.status} ${w.error}`);
+    }
     const embedder = server.context.model!.embedder;
     const runsBefore = embedder.runs.length;
     const t0 = performance.now();
-    const outcomes = await Promise.all(imgs.map((img, i) => chat(server.url, img, maxTokens, i + 1)));
+    const outcomes = await Promise.all(work.map((job, i) => chat(server.url, job, maxTokens, i + 1)));
     const wallMs = performance.now() - t0;
     const ok = outcomes.filter((o) => o.ok);
     const lat = ok.map((o) => o.ms);
     const runs = embedder.runs.slice(runsBefore);
     const tokens = ok.reduce((a, o) => a + o.completionTokens, 0);
+    const scored = ok.filter((o) => o.correct !== undefined);
     return {
       mode,
       requests: outcomes.length,
@@ -181,6 +218,7 @@ async function runMode(mode: 'batched' | 'unbatched', m: ModelPaths, imgs: strin
             timeToFirstTokenMs: round(mean(ok.map((o) => o.timings?.time_to_first_token_ms ?? 0))),
           }
         : null,
+      ...(scored.length ? { accuracy: { questions: scored.length, correct: scored.filter((o) => o.correct).length, percent: round((100 * scored.filter((o) => o.correct).length) / scored.length, 2) } } : {}),
       towerRuns: { count: runs.length, images: runs.reduce((a, b) => a + b, 0), meanBatch: round(mean(runs), 2), maxBatch: Math.max(0, ...runs) },
     };
   } finally {
@@ -193,11 +231,13 @@ async function main(): Promise<void> {
   const modes = (arg('modes') ?? 'batched,unbatched').split(',');
   for (const m of modes) if (m !== 'batched' && m !== 'unbatched') throw new Error(`--modes: unknown mode ${m} (batched, unbatched)`);
   const m = await modelPaths();
-  const imgs = await images(concurrency + modes.length, int('image-size', 336));
+  const parallel = int('parallel', 4);
+  const all = await jobs(concurrency + modes.length * parallel, m.demo === true, int('image-size', 336));
   const results = [];
   for (const [i, mode] of modes.entries()) {
-    // a fresh server per mode: nothing is cached from the previous one
-    results.push(await runMode(mode as 'batched' | 'unbatched', m, imgs.slice(0, concurrency), imgs[concurrency + i]!));
+    // a fresh server per mode: nothing is cached from the previous one; warm-up pictures differ from the timed ones
+    const warm = all.slice(concurrency + i * parallel, concurrency + (i + 1) * parallel);
+    results.push(await runMode(mode as 'batched' | 'unbatched', m, all.slice(0, concurrency), warm));
   }
   const doc = {
     bench: 'load',
@@ -209,6 +249,7 @@ async function main(): Promise<void> {
       parallel: int('parallel', 4),
       batchWindowMs: int('batch-window-ms', 8),
       batchMax: arg('batch-max') ? int('batch-max', 4) : `server default (${arg('provider') === 'cuda' ? 16 : 4})`,
+      workload: m.demo ? 'held-out demo-world questions (1-3 objects), answers scored by exact match' : DESCRIBE,
       note: 'one image per chat, all distinct; latency = request sent to full JSON answer; unbatched = one image per tower run, encoded once the chat holds a sequence',
     },
     results,

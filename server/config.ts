@@ -103,7 +103,7 @@ const OPTIONS = {
     def: '16 with --provider cuda; 4 on the CPU, where one image already keeps all cores busy and a bigger batch only delays the first answers',
   },
   gpu: { schema: z.enum(['auto', 'cuda', 'vulkan', 'metal', 'off']).default('auto'), help: 'llama.cpp backend: auto|cuda|vulkan|metal|off', def: 'auto' },
-  threads: { schema: int(0, 1024).optional(), help: 'llama.cpp threads (0 = all cores)' },
+  threads: { schema: int(0, 1024).optional(), help: 'llama.cpp threads (0 = no limit)', def: 'the CPU math cores on the CPU (as llama.cpp)' },
   'tower-threads': { schema: int(1, 1024).optional(), help: 'onnxruntime threads of the tower and projector' },
   provider: { schema: z.enum(['cpu', 'cuda']).optional(), help: 'onnxruntime execution provider of the tower: cpu|cuda', def: 'cpu' },
   'drain-timeout-ms': { schema: int(0, 3_600_000).default(30_000), help: 'on SIGTERM/SIGINT: how long in-flight chats may finish before they are aborted', def: '30000' },

@@ -2,10 +2,11 @@
  * Loads the served model: the tower and projector behind the batching embedder, the GGUF in
  * node-llama-cpp, and the VisionLanguageModel over both, with the server's image URL policy as its loader.
  */
-import { getLlama, type Llama, type LlamaModel } from 'node-llama-cpp';
+import type { Llama, LlamaModel } from 'node-llama-cpp';
 
 import { VisionLanguageModel, type ImageLoader } from '../src/chat/index.js';
 import { sha256Hex } from '../src/chat/images.js';
+import { openLlama } from '../src/llm/llama.js';
 import { BatchingEmbedder } from './batching-embedder.js';
 import { checkModelPaths, type ServeConfig } from './config.js';
 import { policyImageLoader, type ImagePolicy } from './image-loader.js';
@@ -53,7 +54,7 @@ export async function loadServedModel(c: ServeConfig, metrics: Metrics, deps: Lo
   let llama: Llama | undefined;
   let model: LlamaModel | undefined;
   try {
-    llama = deps.llama ?? (await getLlama({ gpu: c.gpu === 'off' ? false : c.gpu, build: 'never', progressLogs: false, ...(c.threads !== undefined ? { maxThreads: c.threads } : {}) }));
+    llama = deps.llama ?? (await openLlama({ gpu: c.gpu === 'off' ? false : c.gpu, maxThreads: c.threads }));
     model = await llama.loadModel({ modelPath: c.llm });
     let vlm: VisionLanguageModel | undefined;
     const policy = policyImageLoader(imagePolicyOf(c, deps.imagePolicy));

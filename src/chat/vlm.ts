@@ -14,7 +14,6 @@
 import { randomInt } from 'node:crypto';
 
 import {
-  getLlama,
   LlamaGrammarEvaluationState,
   type Llama,
   type LlamaContext,
@@ -24,6 +23,7 @@ import {
 
 import { ImageError } from '../image/errors.js';
 import { injectionInfo } from '../llm/index.js';
+import { openLlama } from '../llm/llama.js';
 import { TowerProjectorEmbedder, type ImageEmbedder } from './embedder.js';
 import { abortReason, ChatError } from './errors.js';
 import type { FeatureCacheStats } from './feature-cache.js';
@@ -150,7 +150,7 @@ export class VisionLanguageModel {
     if (options.llama !== undefined && (options.gpu !== undefined || options.maxThreads !== undefined)) {
       throw new ChatError('OPTIONS', 'load options: gpu and maxThreads configure a new node-llama-cpp instance; they cannot apply to the one passed as llama');
     }
-    const llama = options.llama ?? (await getLlama({ gpu: o.gpu, build: 'never', ...(o.maxThreads !== undefined ? { maxThreads: o.maxThreads } : {}) }));
+    const llama = options.llama ?? (await openLlama({ gpu: o.gpu, maxThreads: o.maxThreads }));
     let model: LlamaModel | undefined;
     let embedder: ImageEmbedder | undefined;
     try {
