@@ -1,7 +1,7 @@
 """Training shards written by `llm2clip features --dataset` (src/train/shards.ts), as batches.
 
-A row is one conversation: token ids with the image's rows at [imageStart, imageStart + tokensPerImage)
-(placeholder ids there), and label spans — positions whose tokens are targets (answer tokens and the
+A row is one conversation: token ids with each image's rows at [imageStarts[k], imageStarts[k] +
+tokensPerImage) (placeholder ids there; version-1 shards had one `imageStart`), and label spans — positions whose tokens are targets (answer tokens and the
 end-of-turn token). The model predicts token p from position p − 1.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -25,17 +25,17 @@ class ShardError(ValueError):
 class Row:
     id: str
     shard: int
-    image: int
+    images: List[int]  # indices into the shard's features, one per image of the conversation
     tokens: np.ndarray  # int64 [T]
-    image_start: int
+    image_starts: List[int]  # where each image's rows begin
     label_pos: np.ndarray  # int64 positions p with a target token (p ≥ 1)
 
 
 @dataclass
 class Batch:
     input_ids: torch.Tensor  # [B, T] int64, right-padded with the placeholder id
-    features: torch.Tensor  # [B, N, W] float32
-    image_start: List[int]
+    features: torch.Tensor  # [K, N, W] float32: every image of the batch, row by row
+    image_at: List[Tuple[int, int]]  # (row, start) of each of the K images
     lengths: List[int]
     label_b: torch.Tensor  # [L] row of each target
     label_p: torch.Tensor  # [L] position of each target token
@@ -46,7 +46,7 @@ class Batch:
         return self.input_ids.shape[0]
 
     def to(self, device: str) -> "Batch":
-        return Batch(self.input_ids.to(device), self.features.to(device), self.image_start, self.lengths,
+        return Batch(self.input_ids.to(device), self.features.to(device), self.image_at, self.lengths,
                      self.label_b.to(device), self.label_p.to(device), self.label_ids.to(device))
 
 
@@ -61,7 +61,7 @@ class ShardDataset:
         except FileNotFoundError:
             raise ShardError(f"{path}: no such file (make shards with `llm2clip features --dataset ... --out {dir}`)") from None
         m = self.manifest
-        if m.get("format") != "llm2clip-train-shards" or m.get("version") != 1:
+        if m.get("format") != "llm2clip-train-shards" or m.get("version") not in (1, 2):
             raise ShardError(f"{path}: not an llm2clip training-shard manifest")
         if not m.get("complete"):
             raise ShardError(f"{path}: the shards are incomplete; rerun the same `llm2clip features --dataset` command to finish them")
@@ -83,19 +83,23 @@ class ShardDataset:
             for r in shard["rows"]:
                 tokens = np.asarray(r["tokens"], dtype=np.int64)
                 pos = np.concatenate([np.arange(s, e, dtype=np.int64) for s, e in r["labels"]]) if r["labels"] else np.zeros(0, np.int64)
-                start = int(r["imageStart"])
-                if not (0 <= r["image"] < feats.shape[0]) or start + N > len(tokens) or (pos.size and (pos.min() < 1 or pos.max() >= len(tokens))):
+                images = [int(i) for i in r["images"]] if "images" in r else [int(r["image"])]
+                starts = [int(x) for x in r["imageStarts"]] if "imageStarts" in r else [int(r["imageStart"])]
+                spans = sorted(starts)
+                if (len(images) != len(starts) or not images or any(not (0 <= i < feats.shape[0]) for i in images)
+                        or spans[0] < 0 or spans[-1] + N > len(tokens) or any(b - a < N for a, b in zip(spans, spans[1:]))
+                        or (pos.size and (pos.min() < 1 or pos.max() >= len(tokens)))):
                     raise ShardError(f"{dir}/{entry['name']}.json: row {r['id']!r} is inconsistent (image index, image span or labels out of range)")
                 if max_len is not None and len(tokens) > max_len:
                     tokens = tokens[:max_len]
                     pos = pos[pos < max_len]
-                    if start + N > max_len:
+                    if spans[-1] + N > max_len:
                         self.dropped.append(r["id"])
                         continue
                 if pos.size == 0:
                     self.dropped.append(r["id"])
                     continue
-                self.rows.append(Row(str(r["id"]), si, int(r["image"]), tokens, start, pos))
+                self.rows.append(Row(str(r["id"]), si, images, tokens, starts, pos))
         if not self.rows:
             raise ShardError(f"{dir}: no trainable rows" + (f" ({len(self.dropped)} dropped by --max-len)" if self.dropped else ""))
 
@@ -110,18 +114,22 @@ class ShardDataset:
         rows = [self.rows[i] for i in indices]
         T = max(len(r.tokens) for r in rows)
         ids = np.full((len(rows), T), self.placeholder, dtype=np.int64)
-        feats = np.empty((len(rows), self.tokens_per_image, self.width), dtype=np.float32)
+        K = sum(len(r.images) for r in rows)
+        feats = np.empty((K, self.tokens_per_image, self.width), dtype=np.float32)
+        image_at: List[Tuple[int, int]] = []
         lb, lp, li = [], [], []
         for b, r in enumerate(rows):
             ids[b, : len(r.tokens)] = r.tokens
-            feats[b] = self.features[r.shard][r.image]
+            for i, start in zip(r.images, r.image_starts):
+                feats[len(image_at)] = self.features[r.shard][i]
+                image_at.append((b, start))
             lb.append(np.full(r.label_pos.size, b, dtype=np.int64))
             lp.append(r.label_pos)
             li.append(r.tokens[r.label_pos])
         return Batch(
             torch.from_numpy(ids),
             torch.from_numpy(feats),
-            [r.image_start for r in rows],
+            image_at,
             [len(r.tokens) for r in rows],
             torch.from_numpy(np.concatenate(lb)),
             torch.from_numpy(np.concatenate(lp)),

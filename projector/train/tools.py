@@ -60,7 +60,7 @@ def cmd_row_logits(a) -> None:
     model = load_hf_llama(a.llm)
     proj, _ = load_projector(a.projector)
     b = data.batch([a.row])
-    x = splice(model.embed(b.input_ids), proj(b.features), b.image_start)
+    x = splice(model.embed(b.input_ids), proj(b.features), b.image_at)
     np.save(a.out, model(inputs_embeds=x)[0].float().numpy())
 
 

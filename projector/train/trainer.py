@@ -22,7 +22,7 @@ import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -94,17 +94,28 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def splice(embeds: torch.Tensor, image_rows: torch.Tensor, starts: List[int]) -> torch.Tensor:
-    """Token embeddings [B, T, D] with each row's image rows [N, D] put at [start, start + N)."""
+def splice(embeds: torch.Tensor, image_rows: torch.Tensor, image_at: List[Tuple[int, int]]) -> torch.Tensor:
+    """Token embeddings [B, T, D] with image k's rows image_rows[k] [N, D] put at row b, [start, start + N)
+    for (b, start) = image_at[k] (built by concatenation, so gradients reach both the embeddings and the rows)."""
     N = image_rows.shape[1]
-    out = [torch.cat([embeds[b, :s], image_rows[b].to(embeds.dtype), embeds[b, s + N:]], 0) for b, s in enumerate(starts)]
+    by_row: Dict[int, List[Tuple[int, int]]] = {}
+    for k, (b, s) in enumerate(image_at):
+        by_row.setdefault(b, []).append((s, k))
+    out = []
+    for b in range(embeds.shape[0]):
+        pieces, at = [], 0
+        for s, k in sorted(by_row.get(b, [])):
+            pieces += [embeds[b, at:s], image_rows[k].to(embeds.dtype)]
+            at = s + N
+        pieces.append(embeds[b, at:])
+        out.append(torch.cat(pieces, 0))
     return torch.stack(out, 0)
 
 
 def batch_loss_sum(llm: LlamaForCausalLM, projector: torch.nn.Module, batch: Batch) -> torch.Tensor:
     """Summed cross-entropy over the batch's target tokens (float32)."""
     rows = projector(batch.features)
-    x = splice(llm.embed(batch.input_ids), rows, batch.image_start)
+    x = splice(llm.embed(batch.input_ids), rows, batch.image_at)
     h = llm.hidden_states(inputs_embeds=x)
     logits = llm.logits(h[batch.label_b, batch.label_p - 1]).float()
     return F.cross_entropy(logits, batch.label_ids, reduction="sum")

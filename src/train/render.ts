@@ -20,8 +20,8 @@ import { DatasetError } from './llava.js';
 export interface TrainingRow {
   /** token ids; the image rows hold the placeholder id */
   readonly tokens: number[];
-  /** first position of the image's rows (tokensPerImage of them) */
-  readonly imageStart: number;
+  /** first position of each image's rows (tokensPerImage of them), by image index */
+  readonly imageStarts: number[];
   /** [start, end) position ranges whose tokens are targets: answer tokens plus the end-of-turn token */
   readonly labels: [number, number][];
 }
@@ -37,7 +37,7 @@ export interface RenderContext {
 }
 
 function plan(ctx: RenderContext, chat: NormalizedChat): PromptPlan {
-  return planPrompt(renderPrompt(ctx.model, chat, ctx.template), ['image'], ctx.tokensPerImage, ctx.placeholder);
+  return planPrompt(renderPrompt(ctx.model, chat, ctx.template), chat.images.map((_, i) => `image-${i}`), ctx.tokensPerImage, ctx.placeholder);
 }
 
 /** Whether `t` ends an assistant turn at serving time (generation stops on it). */
@@ -80,6 +80,9 @@ export function renderTrainingRow(ctx: RenderContext, chat: NormalizedChat, id: 
     prompt = full;
   }
   const spans = prompt.spans;
-  if (spans.length !== 1) throw new DatasetError(`${where}: the rendered prompt holds ${spans.length} image spans; expected 1`);
-  return { tokens, imageStart: spans[0]!.start, labels };
+  const starts = chat.images.map((_, i) => spans.filter((s) => s.image === i).map((s) => s.start));
+  if (spans.length !== chat.images.length || starts.some((x) => x.length !== 1)) {
+    throw new DatasetError(`${where}: the rendered prompt holds ${spans.length} image spans for ${chat.images.length} image${chat.images.length === 1 ? '' : 's'}; expected one each`);
+  }
+  return { tokens, imageStarts: starts.map((x) => x[0]!), labels };
 }

@@ -5,8 +5,10 @@
  *
  * OUT/manifest.json            what the shards were made from (tower, LLM, template, dataset hashes)
  * OUT/shard-00000.npy          float32 [images, tokensPerImage, width]: tower patch features
- * OUT/shard-00000.json         {rows: [{id, image, tokens, imageStart, labels}]}; `image` indexes the
- *                              shard's .npy (samples sharing an image file share its features)
+ * OUT/shard-00000.json         {rows: [{id, images, tokens, imageStarts, labels}]}; `images` index the
+ *                              shard's .npy, one per image of the sample in order, and imageStarts[k]
+ *                              is where image k's rows begin (samples sharing an image file share its
+ *                              features). Version 1 rows had one `image` and `imageStart`.
  *
  * Each shard's .npy and then its .json are written to temporary names and renamed, so a shard whose
  * .json exists is complete; a rerun with the same inputs skips those (resume). All samples are
@@ -25,7 +27,7 @@ import { npyHeader } from '../formats/npy.js';
 import { ImageError } from '../image/errors.js';
 import { sha256File } from '../vision/convert.js';
 import { VisionTower } from '../vision/tower.js';
-import { DatasetError, readLlavaDataset, sampleToChat } from './llava.js';
+import { DatasetError, readLlavaDataset, sampleImages, sampleToChat } from './llava.js';
 import { renderTrainingRow, type TrainingRow } from './render.js';
 
 export const DEFAULT_SHARD_SIZE = 128;
@@ -34,13 +36,15 @@ export const shardName = (i: number): string => `shard-${String(i).padStart(5, '
 
 export interface ShardRow extends TrainingRow {
   readonly id: string;
-  /** index into the shard's feature array */
-  readonly image: number;
+  /** indices into the shard's feature array, one per image of the sample */
+  readonly images: number[];
 }
+
+export const SHARD_VERSION = 2;
 
 export interface ShardManifest {
   format: 'llm2clip-train-shards';
-  version: 1;
+  version: typeof SHARD_VERSION;
   dataset: { file: string; sha256: string; samples: number; skipped: { id: string; reason: string }[] };
   images: string;
   tower: {
@@ -95,7 +99,7 @@ export interface BuildShardsResult {
 
 interface PlannedSample {
   id: string;
-  file: string;
+  files: string[];
   row: TrainingRow;
 }
 
@@ -148,8 +152,8 @@ export async function buildFeatureShards(o: BuildShardsOptions): Promise<BuildSh
     const skipped: { id: string; reason: string }[] = [];
     for (const s of samples) {
       try {
-        const file = imageFile(o.images, s.image, s.id);
-        planned.push({ id: s.id, file, row: renderTrainingRow(ctx, sampleToChat(s), s.id) });
+        const files = sampleImages(s).map((rel) => imageFile(o.images, rel, s.id));
+        planned.push({ id: s.id, files, row: renderTrainingRow(ctx, sampleToChat(s), s.id) });
       } catch (e) {
         if (!(e instanceof DatasetError) || !o.skipInvalid) throw e;
         skipped.push({ id: s.id, reason: e.message });
@@ -162,7 +166,7 @@ export async function buildFeatureShards(o: BuildShardsOptions): Promise<BuildSh
     const gname = meta?.general?.name;
     const manifest: ShardManifest = {
       format: 'llm2clip-train-shards',
-      version: 1,
+      version: SHARD_VERSION,
       dataset: { file: path.resolve(o.dataset), sha256: createHash('sha256').update(bytes).digest('hex'), samples: samples.length, skipped },
       images: path.resolve(o.images),
       tower: {
@@ -201,7 +205,7 @@ export async function buildFeatureShards(o: BuildShardsOptions): Promise<BuildSh
       } catch (e) {
         throw new DatasetError(`${manifestPath}: not valid JSON (${(e as Error).message}); remove it or choose another --out`);
       }
-      if (old.format !== manifest.format || identity(old) !== identity(manifest)) {
+      if (old.format !== manifest.format || old.version !== manifest.version || identity(old) !== identity(manifest)) {
         throw new DatasetError(`${o.out} holds shards made from other inputs (dataset, tower, LLM, template or shard size differ); choose another --out or empty it`);
       }
     }
@@ -221,7 +225,7 @@ export async function buildFeatureShards(o: BuildShardsOptions): Promise<BuildSh
       const name = shardName(k);
       const jsonPath = path.join(o.out, `${name}.json`);
       const npyPath = path.join(o.out, `${name}.npy`);
-      let files = [...new Set(part.map((p) => p.file))];
+      let files = [...new Set(part.flatMap((p) => p.files))];
       const complete = (n: number): boolean =>
         fs.existsSync(jsonPath) && fs.existsSync(npyPath) && fs.statSync(npyPath).size === header(n).length + n * featBytes;
       if (fs.existsSync(jsonPath)) {
@@ -251,7 +255,7 @@ export async function buildFeatureShards(o: BuildShardsOptions): Promise<BuildSh
             return;
           }
           const f = batchFiles[idx ?? 0]!;
-          const ids = part.filter((p) => p.file === f).map((p) => p.id);
+          const ids = part.filter((p) => p.files.includes(f)).map((p) => p.id);
           const msg = `sample ${JSON.stringify(ids[0])}: image ${f}: ${e.message}`;
           if (!o.skipInvalid) throw new DatasetError(msg, { cause: e });
           for (const id of ids) shardSkipped.push({ id, reason: msg });
@@ -265,7 +269,7 @@ export async function buildFeatureShards(o: BuildShardsOptions): Promise<BuildSh
         o.onProgress?.(done, totalImages, resumed);
       }
       files = files.filter((f) => feats.has(f));
-      const rows: ShardRow[] = part.filter((p) => feats.has(p.file)).map((p) => ({ id: p.id, image: files.indexOf(p.file), ...p.row }));
+      const rows: ShardRow[] = part.filter((p) => p.files.every((f) => feats.has(f))).map((p) => ({ id: p.id, images: p.files.map((f) => files.indexOf(f)), ...p.row }));
       const tmp = `${npyPath}.partial`;
       const fd = fs.openSync(tmp, 'w');
       try {
@@ -278,7 +282,7 @@ export async function buildFeatureShards(o: BuildShardsOptions): Promise<BuildSh
         fs.closeSync(fd);
       }
       fs.renameSync(tmp, npyPath);
-      writeAtomic(jsonPath, JSON.stringify({ format: 'llm2clip-train-shard', version: 1, name, features: `${name}.npy`, images: files.length, skipped: shardSkipped, rows }) + '\n');
+      writeAtomic(jsonPath, JSON.stringify({ format: 'llm2clip-train-shard', version: SHARD_VERSION, name, features: `${name}.npy`, images: files.length, skipped: shardSkipped, rows }) + '\n');
       skipped.push(...shardSkipped);
       const entry = shardEntry(name, rows, files.length);
       manifest.shards.push(entry);
@@ -322,8 +326,8 @@ function shardEntry(name: string, rows: readonly ShardRow[], images: number): Sh
 }
 
 /** Distinct images across the planned shards (for a progress total before encoding). */
-export function countImages(rows: readonly { file: string }[], shardSize: number): number {
+export function countImages(rows: readonly { files: readonly string[] }[], shardSize: number): number {
   let n = 0;
-  for (let k = 0; k * shardSize < rows.length; k++) n += new Set(rows.slice(k * shardSize, (k + 1) * shardSize).map((r) => r.file)).size;
+  for (let k = 0; k * shardSize < rows.length; k++) n += new Set(rows.slice(k * shardSize, (k + 1) * shardSize).flatMap((r) => r.files)).size;
   return n;
 }

@@ -44,7 +44,8 @@ const PNG_URL = 'data:image/png;base64,AAAA';
 
 /** The serving-side prompt for OpenAI-shaped messages. */
 function servingPrompt(messages: ChatMessage[], template: TemplateChoice): number[] {
-  const plan = planPrompt(renderPrompt(model, normalizeChat(messages), template), ['k'], 16, choosePlaceholder(model).token);
+  const chat = normalizeChat(messages);
+  const plan = planPrompt(renderPrompt(model, chat, template), chat.images.map((_, i) => `k${i}`), 16, choosePlaceholder(model).token);
   return [...plan.tokens] as number[];
 }
 
@@ -66,7 +67,8 @@ describe('training rows', () => {
     const answer = model.detokenize(r.tokens.slice(s, e - 1) as never, true);
     expect(answer.trim()).toBe('it is red.');
     expect(model.isEogToken(r.tokens[e - 1] as never)).toBe(true);
-    expect(r.tokens.slice(r.imageStart, r.imageStart + 16)).toEqual(new Array(16).fill(choosePlaceholder(model).token));
+    expect(r.imageStarts).toHaveLength(1);
+    expect(r.tokens.slice(r.imageStarts[0], r.imageStarts[0]! + 16)).toEqual(new Array(16).fill(choosePlaceholder(model).token));
   });
 
   it('multi-turn: one row, each answer labelled, each prompt prefix equal to the serving prompt for that history', () => {
@@ -80,9 +82,25 @@ describe('training rows', () => {
     expect(model.detokenize(r.tokens.slice(...r.labels[1]!) as never, true)).toBe('blue.<|im_end|>');
   });
 
+  it('several images (LLaVA-OneVision list): markers stay in place, one span each, the prompt is the serving prompt', () => {
+    const r = row({ ...sample([['human', '<image>\n<image>\nwhich one is red?'], ['gpt', 'the first.'], ['human', 'and <image> this one?'], ['gpt', 'blue.']]), image: ['a.png', 'b.png', 'c.png'] }, 'chatml');
+    const img = { type: 'image_url' as const, image_url: { url: PNG_URL } };
+    const m1: ChatMessage[] = [{ role: 'user', content: [img, img, { type: 'text', text: 'which one is red?' }] }];
+    expect(r.tokens.slice(0, r.labels[0]![0])).toEqual(servingPrompt(m1, 'chatml'));
+    const m2: ChatMessage[] = [...m1, { role: 'assistant', content: 'the first.' }, { role: 'user', content: [{ type: 'text', text: 'and' }, img, { type: 'text', text: 'this one?' }] }];
+    expect(r.tokens.slice(0, r.labels[1]![0])).toEqual(servingPrompt(m2, 'chatml'));
+    expect(r.imageStarts).toHaveLength(3);
+    const ph = choosePlaceholder(model).token;
+    for (const s0 of r.imageStarts) expect(r.tokens.slice(s0, s0 + 16)).toEqual(new Array(16).fill(ph));
+    expect(r.imageStarts[1]! - r.imageStarts[0]!).toBeGreaterThanOrEqual(16);
+    expect(r.imageStarts[2]!).toBeGreaterThan(r.labels[0]![1]);
+  });
+
   it('refuses samples it cannot place or label, naming the sample', () => {
     expect(() => row(sample([['human', 'no image here'], ['gpt', 'ok']]), 'chatml')).toThrow(/sample "x": no <image> marker/);
-    expect(() => row(sample([['human', '<image> <image>'], ['gpt', 'ok']]), 'chatml')).toThrow(/2 <image> markers/);
+    expect(() => row(sample([['human', '<image> <image>'], ['gpt', 'ok']]), 'chatml')).toThrow(/2 <image> markers for 1 image/);
+    expect(() => row({ ...sample([['human', '<image> and <image>'], ['gpt', 'ok']]), image: ['a.png', 'b.png', 'c.png'] }, 'chatml')).toThrow(/2 <image> markers for 3 images/);
+    expect(() => llavaSampleSchema.parse({ id: 'x', image: [], conversations: [{ from: 'human', value: '<image>' }, { from: 'gpt', value: 'ok' }] })).toThrow(/image list is empty/);
     expect(() => row(sample([['gpt', '<image>'], ['human', 'ok']]), 'chatml')).toThrow(/turns must alternate/);
     expect(() => row(sample([['human', '<image>'], ['gpt', 'ok'], ['human', 'more?']]), 'chatml')).toThrow(/ends with a human turn/);
     expect(() => row(sample([['human', '<image>'], ['robot', 'ok']]), 'chatml')).toThrow(/expected "human" or "gpt"/);
@@ -109,7 +127,8 @@ describe('features --dataset', () => {
     const r0 = shard.rows[0]!;
     const want = (await tower.encode([fs.readFileSync(path.join(w.images, w.samples.find((s) => s.id === r0.id)!.image))])).patchFeatures;
     await tower.dispose();
-    expect(Array.from(feats.data.subarray(r0.image * 1024, (r0.image + 1) * 1024))).toEqual(Array.from(want));
+    expect(r0.images).toHaveLength(1);
+    expect(Array.from(feats.data.subarray(r0.images[0]! * 1024, (r0.images[0]! + 1) * 1024))).toEqual(Array.from(want));
 
     // Resume: complete shards are kept; a missing one is rebuilt identically.
     const before = fs.readFileSync(path.join(out, 'shard-00001.npy'));
