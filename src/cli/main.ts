@@ -6,6 +6,7 @@ import { cmdConvertLlm, cmdSynthLlm } from './llm-commands.js';
 import { cmdImportProjector } from './projector-commands.js';
 import { cmdServe } from './serve-command.js';
 import { cmdEval } from './eval-command.js';
+import { cmdDemoChatWorld, cmdDemoWorld, DEMO_CHAT_WORLD_USAGE, DEMO_WORLD_USAGE } from '../demo/cli.js';
 import { cmdFeaturesDataset, FEATURES_DATASET_USAGE, isDatasetFeatures } from './train-commands.js';
 import { cmdAdapt, cmdConvert, cmdEmbed, cmdFeatures, cmdPreprocess, cmdSynthCheckpoint } from './vision-commands.js';
 
@@ -21,6 +22,12 @@ Usage:
   llm2clip synth-checkpoint --arch openai|eva02 --preset tiny|b-16|l-14-224|l-14-336 --out DIR [--seed N] [--dtype f32|f16|bf16] [--no-adapter]
   llm2clip synth-llm --preset tiny|0.5b --out FILE.gguf [--seed N] [--dtype f32|f16]
   llm2clip convert-llm <hf-llama-dir> --out FILE.gguf [--dtype f32|f16]
+  ${CHAT_USAGE}
+  llm2clip import-projector <llava checkpoint dir | mm_projector.bin> --out DIR
+  llm2clip serve [flags]        OpenAI-compatible server (serve --help lists every flag)
+  llm2clip eval run|score|export ...   VQA evaluation (eval --help)
+  ${DEMO_WORLD_USAGE}
+  ${DEMO_CHAT_WORLD_USAGE}
 
 Tower commands also take --provider cpu|cuda|... and --threads N.
 `;
@@ -38,6 +45,8 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   'import-projector': cmdImportProjector,
   eval: cmdEval,
   serve: cmdServe,
+  'demo-world': cmdDemoWorld,
+  'demo-chat-world': cmdDemoChatWorld,
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -7,13 +7,14 @@
 import { z } from 'zod';
 
 import { flag, parse, positiveInt, UsageError } from '../cli/args.js';
-import { writeDemoDataset, writeTowerSet } from './dataset.js';
+import { writeChatDataset, writeDemoDataset, writeTowerSet } from './dataset.js';
 import { QUESTION_TYPES, type QuestionType } from './world.js';
 import { progressLine } from '../cli/progress.js';
 
 export const DEMO_WORLD_USAGE =
   'llm2clip demo-world --out DIR [--train N] [--heldout M] [--seed S] [--per-image K] [--min-objects A] [--max-objects B] [--types colour,shape,where,exists,count,what]\n' +
   '    [--heldout-min-objects A] [--heldout-max-objects B]';
+export const DEMO_CHAT_WORLD_USAGE = 'llm2clip demo-chat-world --out DIR [--train N] [--heldout M] [--seed S] [--min-objects A] [--max-objects B]';
 export const DEMO_TOWER_SET_USAGE = 'llm2clip demo-tower-set --out DIR --count N [--seed S] [--min-objects A] [--max-objects B]';
 
 const nonEmpty = z.string().min(1);
@@ -64,6 +65,29 @@ export async function cmdDemoWorld(argv: string[]): Promise<void> {
     heldoutWorld: { minObjects: held.minObjects, maxObjects: held.maxObjects },
     onProgress: progress('rendering'),
   });
+  process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
+}
+
+/** `llm2clip demo-chat-world`: conversation formats (several turns, two pictures, JSON answers) of the demo world. */
+export async function cmdDemoChatWorld(argv: string[]): Promise<void> {
+  const { values, positionals } = parse(argv, {
+    out: { type: 'string' },
+    train: { type: 'string' },
+    heldout: { type: 'string' },
+    seed: { type: 'string' },
+    'min-objects': { type: 'string' },
+    'max-objects': { type: 'string' },
+  });
+  if (positionals.length > 0) throw new UsageError(`unexpected argument ${positionals[0]}\n  ${DEMO_CHAT_WORLD_USAGE}`);
+  const { minObjects, maxObjects } = worldFlags(values);
+  const summary = await writeChatDataset(
+    flag(values, 'out', nonEmpty),
+    values.train === undefined ? 3000 : flag(values, 'train', nonNegInt),
+    values.heldout === undefined ? 200 : flag(values, 'heldout', nonNegInt),
+    values.seed === undefined ? 1 : flag(values, 'seed', nonNegInt),
+    { minObjects, maxObjects },
+    progress('rendering'),
+  );
   process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
 }
 

@@ -8,6 +8,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
+import { chatSplit, chatToLlava, type ChatSplitOptions } from './conversations.js';
 import {
   askQuestions, COLOURS, GRID, IMAGE_SIZE, POSITIONS, QUESTION_TYPES, randomScene, renderScene, renderSceneRaw, SHAPES, splitRng,
   type QuestionType, type Scene, type WorldOptions,
@@ -144,4 +145,35 @@ export async function writeTowerSet(outDir: string, n: number, seed: number, o: 
     join(outDir, 'meta.json'),
     JSON.stringify({ count: n, imageSize: S, grid: GRID, colours: COLOURS, shapes: SHAPES, classes: 'cell: 0 empty, else 1 + colour * shapes + shape', seed }, null, 2) + '\n',
   );
+}
+
+/**
+ * The conversation-format set (conversations.ts): OUT/images/*.png, OUT/train.json (LLaVA format, two-picture
+ * samples with an image list), OUT/heldout-chats.json (held-out conversations with kinds and gold answers).
+ */
+export async function writeChatDataset(
+  outDir: string,
+  train: number,
+  heldout: number,
+  seed: number,
+  o: ChatSplitOptions = {},
+  onProgress?: (done: number, total: number) => void,
+): Promise<{ train: number; heldout: number; images: number }> {
+  const imageDir = join(outDir, 'images');
+  mkdirSync(imageDir, { recursive: true });
+  let images = 0;
+  const total = train + heldout;
+  let done = 0;
+  for (const [split, n] of [['train', train], ['heldout', heldout]] as const) {
+    const { scenes, samples } = chatSplit(split, n, seed, o);
+    for (const [name, scene] of scenes) {
+      writeFileSync(join(imageDir, name), await renderScene(scene));
+      images++;
+    }
+    if (split === 'train') writeFileSync(join(outDir, 'train.json'), JSON.stringify(samples.map(chatToLlava)) + '\n');
+    else writeFileSync(join(outDir, 'heldout-chats.json'), JSON.stringify(samples, null, 1) + '\n');
+    done += n;
+    onProgress?.(done, total);
+  }
+  return { train, heldout, images };
 }

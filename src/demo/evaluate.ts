@@ -7,6 +7,8 @@ import { readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 
 import { VisionLanguageModel } from '../chat/vlm.js';
+import type { ChatMessage } from '../chat/messages.js';
+import type { ChatSample } from './conversations.js';
 import type { DemoQuestion } from './dataset.js';
 import type { DemoModelPaths } from './model.js';
 import { normalizeAnswer } from './world.js';
@@ -69,5 +71,41 @@ export async function evaluateDemo(vlm: VisionLanguageModel, questions: readonly
     tally(report.byObjects, String(q.objects), ok);
   }
   report.accuracy = report.questions === 0 ? 0 : report.correct / report.questions;
+  return report;
+}
+
+export interface ChatEvalReport {
+  turns: number;
+  correct: number;
+  accuracy: number;
+  byKind: Record<string, { questions: number; correct: number; accuracy: number }>;
+  mistakes: { id: string; turn: number; question: string; expected: string; got: string }[];
+}
+
+/**
+ * Held-out conversations through the runtime, turn by turn: each turn is asked with the gold answers of
+ * the earlier turns in the history (as a client replays a conversation), greedy, scored by exact match.
+ */
+export async function evaluateChats(vlm: VisionLanguageModel, samples: readonly ChatSample[], images: ImageSource, maxTokens = 16): Promise<ChatEvalReport> {
+  const report: ChatEvalReport = { turns: 0, correct: 0, accuracy: 0, byKind: {}, mistakes: [] };
+  for (const s of samples) {
+    const urls = await Promise.all(s.images.map(async (name) => `data:image/png;base64,${Buffer.from(await images(name)).toString('base64')}`));
+    const history: ChatMessage[] = [];
+    for (const [k, t] of s.turns.entries()) {
+      history.push(
+        k === 0
+          ? { role: 'user', content: [...urls.map((url) => ({ type: 'image_url' as const, image_url: { url } })), { type: 'text', text: t.question }] }
+          : { role: 'user', content: t.question },
+      );
+      const { text } = await vlm.chat(history, { maxTokens, temperature: 0, seed: 0 }).result;
+      const ok = normalizeAnswer(text) === normalizeAnswer(t.answer);
+      report.turns++;
+      if (ok) report.correct++;
+      else report.mistakes.push({ id: s.id, turn: k, question: t.question, expected: t.answer, got: text });
+      tally(report.byKind, s.kind, ok);
+      history.push({ role: 'assistant', content: t.answer });
+    }
+  }
+  report.accuracy = report.turns === 0 ? 0 : report.correct / report.turns;
   return report;
 }

@@ -7,8 +7,9 @@
  *       served with. One JSON line per entry: {id, image, tokens (placeholder ids at image rows),
  *       image_start, image_len, answer (answer tokens + end-of-turn token)}.
  *
- *   eval --model DIR | (--tower DIR --projector DIR --llm FILE.gguf) --questions FILE.json --images DIR [--out FILE.json] [--limit N]
- *       Held-out accuracy through the real runtime (VisionLanguageModel, greedy).
+ *   eval --model DIR | (--tower DIR --projector DIR --llm FILE.gguf) (--questions FILE.json | --chats FILE.json) --images DIR [--out FILE.json] [--limit N]
+ *       Held-out accuracy through the real runtime (VisionLanguageModel, greedy): single questions, or
+ *       conversations (several turns, two pictures, JSON answers; conversations.ts) turn by turn.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -20,8 +21,9 @@ import { flag, parse, positiveInt, UsageError } from '../cli/args.js';
 import { normalizeChat } from '../chat/messages.js';
 import { choosePlaceholder } from '../chat/placeholder.js';
 import { planPrompt, renderPrompt, TEMPLATE_CHOICES, type TemplateChoice } from '../chat/prompt.js';
+import type { ChatSample } from './conversations.js';
 import type { LlavaEntry } from './dataset.js';
-import { evaluateDemo, imageDirSource, loadDemoModel, readQuestions } from './evaluate.js';
+import { evaluateChats, evaluateDemo, imageDirSource, loadDemoModel, readQuestions } from './evaluate.js';
 
 const nonEmpty = z.string().min(1);
 
@@ -67,21 +69,26 @@ export async function cmdDemoEval(argv: string[]): Promise<void> {
     projector: { type: 'string' },
     llm: { type: 'string' },
     questions: { type: 'string' },
+    chats: { type: 'string' },
     images: { type: 'string' },
     out: { type: 'string' },
     limit: { type: 'string' },
     threads: { type: 'string' },
   });
+  if ((values.questions === undefined) === (values.chats === undefined)) throw new UsageError('give --questions FILE (single questions) or --chats FILE (held-out conversations)');
   const dir = values.model === undefined ? undefined : flag(values, 'model', nonEmpty);
   const paths = dir
     ? { tower: join(dir, 'tower'), projector: join(dir, 'projector'), llm: join(dir, 'llm.gguf') }
     : { tower: flag(values, 'tower', nonEmpty), projector: flag(values, 'projector', nonEmpty), llm: flag(values, 'llm', nonEmpty) };
-  let questions = readQuestions(flag(values, 'questions', nonEmpty));
-  if (values.limit !== undefined) questions = questions.slice(0, flag(values, 'limit', positiveInt));
+  const limit = values.limit === undefined ? Infinity : flag(values, 'limit', positiveInt);
+  const images = imageDirSource(flag(values, 'images', nonEmpty));
   const vlm = await loadDemoModel(paths, values.threads === undefined ? 2 : flag(values, 'threads', positiveInt));
   try {
     const t0 = performance.now();
-    const report = await evaluateDemo(vlm, questions, imageDirSource(flag(values, 'images', nonEmpty)));
+    const report =
+      values.chats !== undefined
+        ? await evaluateChats(vlm, (JSON.parse(readFileSync(flag(values, 'chats', nonEmpty), 'utf8')) as ChatSample[]).slice(0, limit), images)
+        : await evaluateDemo(vlm, readQuestions(flag(values, 'questions', nonEmpty)).slice(0, limit), images);
     const out = { ...report, seconds: (performance.now() - t0) / 1000 };
     const text = JSON.stringify({ ...out, mistakes: out.mistakes.slice(0, 40) }, null, 2);
     if (values.out !== undefined) writeFileSync(flag(values, 'out', nonEmpty), text + '\n');

@@ -4,11 +4,12 @@
  * <step> [flags]`. Kept apart from the main CLI so the recipe does not depend on how commands are wired.
  */
 import { UsageError } from '../cli/args.js';
-import { cmdDemoTowerSet, cmdDemoWorld } from './cli.js';
+import { cmdDemoChatWorld, cmdDemoTowerSet, cmdDemoWorld } from './cli.js';
 import { cmdDemoTokens, cmdDemoEval } from './recipe.js';
 
 const STEPS: Record<string, (argv: string[]) => Promise<void>> = {
   world: cmdDemoWorld,
+  'chat-world': cmdDemoChatWorld,
   'tower-set': cmdDemoTowerSet,
   tokens: cmdDemoTokens,
   eval: cmdDemoEval,

@@ -5,6 +5,8 @@
 #   (b) LLM    tokenizer + tiny Llama pretrained on the world's text -> `llm2clip convert-llm` -> llm.gguf
 #   (c) projector: `llm2clip features --dataset` shards -> `python3 -m projector.train` stage 1 (tower and
 #              LLM frozen); stage 2 (projector + LLM) only when stage 1 misses the target
+#   (d) chat   a short stage-2 fine-tune on conversation formats (several turns, two pictures in one
+#              message, JSON answers) mixed with single questions, so chat clients get what they send
 #   eval       held-out accuracy in PyTorch and through the real runtime; manifest.json
 # Every step skips work whose output exists, and the long trainings resume from their checkpoints, so a
 # crashed run continues where it stopped. Usage (from anywhere):  npm run build && bash models/demo/recipe/build.sh
@@ -27,6 +29,7 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # Training scenes hold 1-4 objects; the shipped world (held-out split, accuracy target) stops at HELD_MAX_OBJ = 3,
 # as far as accuracy holds: at 4 objects the trained model answers ~87% (see manifest.json).
 SEED=1 TRAIN=60000 HELDOUT=300 PER_IMAGE=3 MIN_OBJ=1 MAX_OBJ=4 HELD_MAX_OBJ=3 TOWER_IMAGES=40000
+CHAT_TRAIN=30000 CHAT_HELDOUT=200 CHAT_STEPS=${CHAT_STEPS:-2000}
 TOWER_STEPS=800 LLM_STEPS=5000 LLM2_STEPS=4000 LLM2_BATCH=64 LLM2_LR=1e-3 LLM2_SEED=1 PROJ_ROWS=60000 S1_STEPS=${S1_STEPS:-1200} S2_STEPS=${S2_STEPS:-3000} TARGET=${TARGET:-0.97}
 WORLD="{\"seed\":$SEED,\"train\":$TRAIN,\"heldout\":$HELDOUT,\"questionsPerImage\":$PER_IMAGE,\"minObjects\":$MIN_OBJ,\"maxObjects\":$HELD_MAX_OBJ,\"trainMaxObjects\":$MAX_OBJ,\"types\":[\"colour\",\"shape\",\"where\",\"exists\",\"count\",\"what\"],\"imageSize\":48,\"grid\":3}"
 mkdir -p "$W"
@@ -99,11 +102,31 @@ else
     --questions "$W/qa/heldout-questions.json" --images "$W/qa/images" --out "$W/eval-stage2-runtime.json"
 fi
 
+# --- (d) conversation formats: fine-tune the chosen stage on them (projector + LLM), then re-check ---------
+PRE=$FINAL
+step chat-world "$W/chat/train.json" $RUN chat-world --out "$W/chat" --train $CHAT_TRAIN --heldout $CHAT_HELDOUT --seed $SEED --min-objects $MIN_OBJ --max-objects $HELD_MAX_OBJ
+step chat-eval-$PRE "$W/eval-chat-$PRE-runtime.json" $RUN eval --tower "$OUT/tower" --projector "$PROJ" --llm "$LLM_GGUF" \
+  --chats "$W/chat/heldout-chats.json" --images "$W/chat/images" --out "$W/eval-chat-$PRE-runtime.json"
+step chat-shards "$W/chat-shards/manifest.json" $CLI features --dataset "$W/chat/train.json" --images "$W/chat/images" --tower "$OUT/tower" --llm "$LLM_GGUF" --template gguf --out "$W/chat-shards"
+step stage3 "$W/stage3/projector.json" $PY -m projector.train --shards "$W/chat-shards" --llm "$LLM_HF" --out "$W/stage3" --stage 2 \
+  --init-projector "$PROJ" --lr 3e-4 --llm-lr 3e-4 --batch-size 64 --max-steps $CHAT_STEPS --threads 1 --seed 0 --save-every 500 --log-every 50 --resume
+step stage3-convert "$W/llm-stage3.gguf" $CLI convert-llm "$W/stage3/llm" --out "$W/llm-stage3.gguf"
+FINAL=stage3
+PROJ="$W/stage3"
+LLM_HF="$W/stage3/llm"
+LLM_GGUF="$W/llm-stage3.gguf"
+step stage3-eval-pytorch "$W/eval-stage3-pytorch.json" $PY $R/eval_torch.py --tower "$W/tower/hf" --projector "$PROJ" --llm "$LLM_HF" \
+  --tokens "$W/tokens-heldout.jsonl" --questions "$W/qa/heldout-questions.json" --images "$W/qa/images" --out "$W/eval-stage3-pytorch.json"
+step stage3-eval-runtime "$W/eval-stage3-runtime.json" $RUN eval --tower "$OUT/tower" --projector "$PROJ" --llm "$LLM_GGUF" \
+  --questions "$W/qa/heldout-questions.json" --images "$W/qa/images" --out "$W/eval-stage3-runtime.json"
+step chat-eval-stage3 "$W/eval-chat-stage3-runtime.json" $RUN eval --tower "$OUT/tower" --projector "$PROJ" --llm "$LLM_GGUF" \
+  --chats "$W/chat/heldout-chats.json" --images "$W/chat/images" --out "$W/eval-chat-stage3-runtime.json"
+
 # --- how far the world grows: the final model on a held-out split of the training world (1-4 objects) ---
 step world4 "$W/qa4/world.json" $RUN world --out "$W/qa4" --train 0 --heldout $HELDOUT --seed $SEED --per-image $PER_IMAGE --min-objects $MIN_OBJ --max-objects $MAX_OBJ
 step tokens-world4 "$W/tokens-world4.jsonl" $RUN tokens --llm "$W/llm-init.gguf" --dataset "$W/qa4/heldout.json" --out "$W/tokens-world4.jsonl"
-step world4-eval-pytorch "$W/eval-world4-pytorch.json" $PY $R/eval_torch.py --tower "$W/tower/hf" --projector "$PROJ" --llm "$LLM_HF" \
-  --tokens "$W/tokens-world4.jsonl" --questions "$W/qa4/heldout-questions.json" --images "$W/qa4/images" --out "$W/eval-world4-pytorch.json"
+step world4-eval-pytorch-$FINAL "$W/eval-world4-$FINAL-pytorch.json" $PY $R/eval_torch.py --tower "$W/tower/hf" --projector "$PROJ" --llm "$LLM_HF" \
+  --tokens "$W/tokens-world4.jsonl" --questions "$W/qa4/heldout-questions.json" --images "$W/qa4/images" --out "$W/eval-world4-$FINAL-pytorch.json"
 
 # --- ship -------------------------------------------------------------------------------------------
 mkdir -p "$OUT/projector" "$OUT/eval"
@@ -111,5 +134,6 @@ cp "$PROJ/projector.json" "$PROJ/projector.safetensors" "$OUT/projector/"
 cp "$LLM_GGUF" "$OUT/llm.gguf"
 cp "$W/eval-$FINAL-pytorch.json" "$OUT/eval/pytorch.json"
 cp "$W/eval-$FINAL-runtime.json" "$OUT/eval/runtime.json"
-$PY $R/manifest.py --model "$OUT" --work "$W" --world "$WORLD" --final-stage $FINAL --timings "$TIMES"
+cp "$W/eval-chat-$FINAL-runtime.json" "$OUT/eval/chat-runtime.json"
+$PY $R/manifest.py --model "$OUT" --work "$W" --world "$WORLD" --final-stage $FINAL --before-chat $PRE --timings "$TIMES"
 echo "final: $FINAL; see $OUT/manifest.json"

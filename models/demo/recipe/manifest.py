@@ -10,7 +10,7 @@ import os
 import platform
 
 SHIPPED = ["tower/tower.json", "tower/tower.onnx", "tower/tower.onnx.data", "projector/projector.json", "projector/projector.safetensors",
-           "llm.gguf", "eval/pytorch.json", "eval/runtime.json"]
+           "llm.gguf", "eval/pytorch.json", "eval/runtime.json", "eval/chat-runtime.json"]
 
 
 def sha256(path):
@@ -40,7 +40,8 @@ def main():
     ap.add_argument("--model", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--world", required=True, help="JSON: the demo-world parameters")
-    ap.add_argument("--final-stage", required=True, choices=("stage1", "stage2"))
+    ap.add_argument("--final-stage", required=True, choices=("stage1", "stage2", "stage3"))
+    ap.add_argument("--before-chat", default=None, choices=("stage1", "stage2"), help="the stage the conversation fine-tune (stage 3) started from")
     ap.add_argument("--timings", default=None, help="JSON file with step timings")
     a = ap.parse_args()
     files = {}
@@ -50,10 +51,11 @@ def main():
             files[rel] = {"sha256": sha256(p), "bytes": os.path.getsize(p)}
     w = a.work
     stages = {}
-    for s in ("stage1", "stage2"):
+    for s in ("stage1", "stage2", "stage3"):
         pt, rt = load(os.path.join(w, f"eval-{s}-pytorch.json")), load(os.path.join(w, f"eval-{s}-runtime.json"))
+        chat = load(os.path.join(w, f"eval-chat-{s}-runtime.json"))
         if pt or rt:
-            stages[s] = {"pytorch": brief(pt), "runtime": brief(rt)}
+            stages[s] = {"pytorch": brief(pt), "runtime": brief(rt), **({"chatRuntime": brief(chat)} if chat else {})}
     tower = load(os.path.join(w, "tower", "result.json"))
     llm_a = load(os.path.join(w, "llm-a", "result.json"))
     llm = load(os.path.join(w, "llm", "result.json"))
@@ -63,7 +65,8 @@ def main():
         "description": "A small complete vision-language model for the synthetic demo world (coloured shapes on a 3x3 grid): "
                        "an OpenAI-arch LLM2CLIP-layout tower (48 px, 16 px patches, 4 x 128), an mlp2x_gelu projector and a 6 x 128 Llama "
                        "with its own tokenizer and ChatML template, each trained here on CPU in stages (tower; LLM on the world's text; "
-                       "projector stage 1 with both frozen; stage 2 projector + LLM).",
+                       "projector stage 1 with both frozen; stage 2 projector + LLM; stage 3 a projector + LLM fine-tune on conversation formats: "
+                       "several turns, two pictures in one message, JSON answers).",
         "regenerate": "npm run build && bash models/demo/recipe/build.sh",
         "world": json.loads(a.world),
         "files": files,
@@ -77,11 +80,13 @@ def main():
                 "cycle2": llm and {"accuracy": llm["heldout_accuracy_oracle_scene"], "byType": llm["by_type"], "steps": llm["steps"]},
             },
             **stages,
-            "final": {**stages[a.final_stage], "stage": a.final_stage},
+            "final": {**stages[a.final_stage], "stage": a.final_stage, **({"startedFrom": a.before_chat} if a.before_chat else {})},
+            "chatNote": "chatRuntime: held-out conversations (conversations.ts: single, multi = 2-3 turns with gold history, two = two pictures "
+                        "in one message, json = {\"answer\": ...}), scored turn by turn through the runtime, greedy",
             "trainingWorld": (lambda r: r and {
                 "note": "the final model on a held-out split of the training world (1-4 objects, seed 1): below the 95% bar at 4 objects, "
                         "so the shipped world (world.maxObjects) stops at 3",
-                "pytorch": brief(r)})(load(os.path.join(w, "eval-world4-pytorch.json"))),
+                "pytorch": brief(r)})(load(os.path.join(w, f"eval-world4-{a.final_stage}-pytorch.json"))),
         },
         "towerCheck": load(os.path.join(w, "verify-tower.json")),
         "timings": load(a.timings) and {"note": "seconds per recipe step on this 2-core CPU, torch threads 1, shared with other jobs "
