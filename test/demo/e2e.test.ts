@@ -11,14 +11,24 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { cmdChat } from '../../src/cli/chat-command.js';
 import type { VisionLanguageModel } from '../../src/chat/vlm.js';
 import { demoSplit } from '../../src/demo/dataset.js';
-import { evaluateDemo, loadDemoModel } from '../../src/demo/evaluate.js';
+import { chatSplit } from '../../src/demo/conversations.js';
+import { evaluateChats, evaluateDemo, loadDemoModel } from '../../src/demo/evaluate.js';
 import { demoModelDir, findDemoModel } from '../../src/demo/model.js';
 import { renderScene, type QuestionType, type Scene } from '../../src/demo/world.js';
 
 interface DemoManifest {
-  world: { seed: number; heldout: number; questionsPerImage: number; minObjects: number; maxObjects: number; types: QuestionType[] };
+  world: {
+    seed: number; heldout: number; questionsPerImage: number; minObjects: number; maxObjects: number; types: QuestionType[];
+    chat?: { heldout: number; twoMaxObjects: number };
+  };
   files: Record<string, { sha256: string; bytes: number }>;
-  accuracy: { final: { pytorch: { accuracy: number; questions: number }; runtime: { accuracy: number; questions: number } } };
+  accuracy: {
+    final: {
+      pytorch: { accuracy: number; questions: number };
+      runtime: { accuracy: number; questions: number };
+      chatRuntime?: { accuracy: number; turns: number; byKind: Record<string, { accuracy: number }> };
+    };
+  };
 }
 
 const dir = demoModelDir();
@@ -65,6 +75,20 @@ describeBuilt(`bundled demo model: held-out accuracy through the real runtime${m
     expect(report.questions, JSON.stringify(summary)).toBe(pytorch.questions);
     expect(report.accuracy, JSON.stringify(summary)).toBeGreaterThanOrEqual(0.95);
     expect(Math.abs(report.accuracy - pytorch.accuracy), JSON.stringify(summary)).toBeLessThanOrEqual(0.02);
+  }, 600_000);
+
+  // Conversation formats (several turns, two pictures in one message, JSON answers): the shipped model was
+  // fine-tuned on them (recipe stage 3); greedy decoding makes the held-out result reproducible exactly.
+  const chat = manifest?.world.chat;
+  it.skipIf(!chat)('answers held-out conversations turn by turn as recorded (≥ 90% of turns, every kind ≥ 85%)', async () => {
+    const { scenes, samples } = chatSplit('heldout', chat!.heldout, w.seed, { minObjects: w.minObjects, maxObjects: w.maxObjects, twoMaxObjects: chat!.twoMaxObjects });
+    const report = await evaluateChats(vlm, samples, (name) => renderScene(scenes.get(name) as Scene));
+    const recorded = manifest.accuracy.final.chatRuntime!;
+    const summary = JSON.stringify({ accuracy: report.accuracy, byKind: report.byKind, recorded: recorded.accuracy, mistakes: report.mistakes.slice(0, 5) });
+    expect(report.turns, summary).toBe(recorded.turns);
+    expect(report.accuracy, summary).toBeCloseTo(recorded.accuracy, 6);
+    expect(report.accuracy, summary).toBeGreaterThanOrEqual(0.9);
+    for (const k of ['single', 'multi', 'two', 'json']) expect(report.byKind[k]?.accuracy ?? 0, `${k}: ${summary}`).toBeGreaterThanOrEqual(0.85);
   }, 600_000);
 });
 

@@ -1,21 +1,29 @@
 // The chat page in headless Chromium (Debian's /usr/bin/chromium driven by playwright-core): upload an
 // image, ask, watch the answer stream in with timings; a second turn carries the history; images also
 // arrive by drag-and-drop and paste; no request leaves the server, no console errors.
-// On the tiny random-weight model the answer text is meaningless: the test checks that what streamed in
-// is exactly what the server sent. (With the demo model, pass demoModel() and assert the answer.)
+// It runs on the bundled demo model, so the answer that streams in is checked for being right (a blue
+// star → "blue", then "top left" in the second turn), and for being exactly what the server sent.
 import fs from 'node:fs';
 
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { renderScene, type Scene } from '../../src/demo/world.js';
 import { pngBytes } from '../chat/fixtures.js';
-import { startTestServer, syntheticModel, type TestServer } from './helpers.js';
+import { demoModel, startTestServer, type ModelPaths, type TestServer } from './helpers.js';
+
+const BLUE_STAR: Scene = {
+  background: { kind: 'gradient', a: [200, 196, 190], b: [150, 150, 160], angle: 45 },
+  objects: [{ colour: 'blue', shape: 'star', cell: 0, dx: 0, dy: 0, size: 12, rgb: [40, 70, 220] }],
+};
 
 const CHROMIUM = '/usr/bin/chromium';
 const haveChromium = fs.existsSync(CHROMIUM);
+const demo = demoModel();
+const skip = !haveChromium ? ` (skipped: ${CHROMIUM} is missing; apt-get install -y chromium)` : !demo ? ' (skipped: models/demo is missing)' : '';
 
-describe.skipIf(!haveChromium)(`chat page in headless Chromium${haveChromium ? '' : ` (skipped: ${CHROMIUM} is missing; apt-get install -y chromium)`}`, () => {
-  let model: Awaited<ReturnType<typeof syntheticModel>>;
+describe.skipIf(skip !== '')(`chat page in headless Chromium on the demo model${skip}`, () => {
+  let model: ModelPaths;
   let t: TestServer;
   let browser: Browser;
   let page: Page;
@@ -23,8 +31,8 @@ describe.skipIf(!haveChromium)(`chat page in headless Chromium${haveChromium ? '
   const requests: { url: string; body: string | null }[] = [];
 
   beforeAll(async () => {
-    model = await syntheticModel();
-    t = await startTestServer(model);
+    model = demo!;
+    t = await startTestServer(model, { modelName: 'llm2clip-demo' });
     browser = await chromium.launch({
       executablePath: CHROMIUM,
       headless: true,
@@ -39,20 +47,19 @@ describe.skipIf(!haveChromium)(`chat page in headless Chromium${haveChromium ? '
   afterAll(async () => {
     await browser?.close();
     await t?.close();
-    await model?.cleanup();
   });
 
   it('uploads an image, asks, and streams the answer in with timings; a second turn sends the history', async () => {
     await page.goto(`${t.url}/`);
     await expect.poll(() => page.textContent('#health')).toBe('ready');
-    await expect.poll(() => page.textContent('#model')).toBe('test-model');
+    await expect.poll(() => page.textContent('#model')).toBe('llm2clip-demo');
     await page.click('#settings summary');
     await page.fill('#max-tokens', '24');
-    await page.fill('#temperature', '0.8');
+    await page.fill('#temperature', '0');
 
-    await page.setInputFiles('#file-input', { name: 'red.png', mimeType: 'image/png', buffer: await pngBytes(230, 20, 20) });
+    await page.setInputFiles('#file-input', { name: 'star.png', mimeType: 'image/png', buffer: await renderScene(BLUE_STAR) });
     await page.waitForSelector('#pending img');
-    await page.fill('#prompt', 'What colour is this square?');
+    await page.fill('#prompt', 'What colour is the star?');
     const responseP = page.waitForResponse((r) => r.url().endsWith('/v1/chat/completions'));
     await page.click('#send');
 
@@ -73,6 +80,7 @@ describe.skipIf(!haveChromium)(`chat page in headless Chromium${haveChromium ? '
       .map((c) => c.choices[0]?.delta?.content ?? '');
     const streamed = deltas.join('');
     expect(await bubble.locator('.text').textContent()).toBe(streamed);
+    expect(streamed).toBe('blue');
     expect(Number(await bubble.getAttribute('data-chunks'))).toBe(deltas.filter((d) => d.length > 0).length);
     expect(sse.trim().endsWith('data: [DONE]')).toBe(true);
     const first = JSON.parse(requests.find((r) => r.url.endsWith('/v1/chat/completions'))!.body!) as { messages: { content: unknown[] }[]; stream: boolean };
@@ -81,9 +89,10 @@ describe.skipIf(!haveChromium)(`chat page in headless Chromium${haveChromium ? '
     expect(JSON.stringify(first.messages[0]!.content)).toMatch(/data:image\/png;base64,/);
 
     // second turn: the history goes along
-    await page.fill('#prompt', 'And the corner?');
+    await page.fill('#prompt', 'Where is the blue star?');
     await page.keyboard.press('Enter');
     await expect.poll(() => page.locator('.msg.assistant').nth(1).getAttribute('data-state'), { timeout: 60_000 }).toBe('done');
+    expect(await page.locator('.msg.assistant').nth(1).locator('.text').textContent()).toBe('top left');
     const second = JSON.parse(requests.filter((r) => r.url.endsWith('/v1/chat/completions'))[1]!.body!) as { messages: { role: string }[] };
     expect(second.messages.map((m) => m.role)).toEqual(['user', 'assistant', 'user']);
   });
