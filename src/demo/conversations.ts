@@ -44,7 +44,7 @@ export interface ChatMix {
   json: number;
 }
 
-export const DEFAULT_MIX: ChatMix = { single: 0.4, multi: 0.25, two: 0.2, json: 0.15 };
+export const DEFAULT_MIX: ChatMix = { single: 0.3, multi: 0.4, two: 0.17, json: 0.13 };
 
 export interface ChatSplitOptions extends WorldOptions {
   mix?: ChatMix;

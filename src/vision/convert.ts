@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
-import { basename, dirname, extname, join, resolve as resolvePath } from 'node:path';
+import { basename, dirname, extname, join } from 'node:path';
 import { openCheckpoint } from '../formats/checkpoint.js';
 import { CheckpointError } from '../formats/tensor.js';
 import { builtinByName } from './builtin.js';
@@ -130,7 +130,7 @@ export async function convertCheckpoint(path: string, opts: ConvertOptions): Pro
       spec: tower.spec,
       dtype,
       preprocess: { imageSize: tower.spec.imageSize, mean: OPENAI_MEAN, std: OPENAI_STD, resizeMode: opts.resizeMode ?? 'crop' },
-      source: { file: resolvePath(file), sha256, bytes: statSync(file).size, ...(tower.builtin ? { builtin: tower.builtin } : {}) },
+      source: { file: basename(file), sha256, bytes: statSync(file).size, ...(tower.builtin ? { builtin: tower.builtin } : {}) },
       adapter: tower.adapter?.spec,
     });
     writeManifest(opts.outDir, manifest);

@@ -29,7 +29,7 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # Training scenes hold 1-4 objects; the shipped world (held-out split, accuracy target) stops at HELD_MAX_OBJ = 3,
 # as far as accuracy holds: at 4 objects the trained model answers ~87% (see manifest.json).
 SEED=1 TRAIN=60000 HELDOUT=300 PER_IMAGE=3 MIN_OBJ=1 MAX_OBJ=4 HELD_MAX_OBJ=3 TOWER_IMAGES=40000
-CHAT_TRAIN=30000 CHAT_HELDOUT=200 CHAT_STEPS=${CHAT_STEPS:-2000}
+CHAT_TRAIN=60000 CHAT_HELDOUT=200 CHAT_STEPS=${CHAT_STEPS:-4000}
 TOWER_STEPS=800 LLM_STEPS=5000 LLM2_STEPS=4000 LLM2_BATCH=64 LLM2_LR=1e-3 LLM2_SEED=1 PROJ_ROWS=60000 S1_STEPS=${S1_STEPS:-1200} S2_STEPS=${S2_STEPS:-3000} TARGET=${TARGET:-0.97}
 WORLD="{\"seed\":$SEED,\"train\":$TRAIN,\"heldout\":$HELDOUT,\"questionsPerImage\":$PER_IMAGE,\"minObjects\":$MIN_OBJ,\"maxObjects\":$HELD_MAX_OBJ,\"trainMaxObjects\":$MAX_OBJ,\"types\":[\"colour\",\"shape\",\"where\",\"exists\",\"count\",\"what\"],\"imageSize\":48,\"grid\":3,\"chat\":{\"train\":$CHAT_TRAIN,\"heldout\":$CHAT_HELDOUT,\"twoMaxObjects\":2}}"
 mkdir -p "$W"
