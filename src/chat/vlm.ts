@@ -38,6 +38,7 @@ import { choosePlaceholder, type Placeholder } from './placeholder.js';
 import { SequencePool, type PoolStats, type SequenceSlot } from './pool.js';
 import { planPrompt, renderPrompt, type PromptPlan, type TemplateChoice } from './prompt.js';
 import { ChatStream } from './stream.js';
+import { TrailingSpaceHold, withoutTrailingSpace } from './trailing-space.js';
 
 export interface LoadOptions {
   tower: string;
@@ -339,13 +340,14 @@ export class VisionLanguageModel {
     const finalRun = await prefillPrompt(seq, plan, keep, (i) => rows.get(i)!, this.placeholder.token, signal);
     const prefillPart = ms(tPrefill);
     const limit = Math.min(o.maxTokens, this.sequenceCapacity + 1 - plan.tokens.length);
+    const hold = c.grammar ? new TrailingSpaceHold(c.emit) : undefined;
     const out = await generate(seq, finalRun, {
       sampling: { temperature: o.temperature, topP: o.topP, topK: o.topK, minP: o.minP, seed: c.seed },
       limit,
       stops: [...plan.stops, ...o.stop],
       ...(c.grammar ? { grammar: new LlamaGrammarEvaluationState({ model: this.model, grammar: c.grammar }) } : {}),
       signal,
-      onDelta: c.emit,
+      onDelta: c.grammar ? (d) => hold!.push(d) : c.emit,
     });
     usage.prefillMs = prefillPart + out.firstTokenMs;
     // everything before the first token: loading and hashing images, rendering, queueing, encoding, prefill
@@ -355,7 +357,7 @@ export class VisionLanguageModel {
     usage.decodeTokensPerSecond = out.completionTokens >= 2 && out.decodeMs > 0 ? ((out.completionTokens - 1) * 1000) / out.decodeMs : null;
 
     const result: ChatResult = {
-      text: out.text,
+      text: c.grammar ? withoutTrailingSpace(out.text) : out.text,
       finishReason: out.finishReason,
       ...(out.stopString !== undefined ? { stopString: out.stopString } : {}),
       seed: c.seed,
@@ -364,11 +366,11 @@ export class VisionLanguageModel {
     };
     if (c.grammar && out.finishReason === 'stop' && out.stopString === undefined) {
       try {
-        result.json = c.grammar.parse(out.text);
+        result.json = c.grammar.parse(result.text);
       } catch (e) {
         let parsed: unknown;
         try {
-          parsed = JSON.parse(out.text);
+          parsed = JSON.parse(result.text);
         } catch {
           // The grammar guarantees JSON syntax; output that does not even parse is a bug, not input.
           throw new ChatError('OUTPUT', `grammar-constrained output is not JSON: ${(e as Error).message}`, { cause: e });
