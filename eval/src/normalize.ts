@@ -17,7 +17,7 @@
  *
  * Tables are Maps so words such as "constructor" never hit Object.prototype.
  */
-import { pySplit, pyStrip } from './py.js';
+import { py2Lower, py2Split, pySplit, pyStrip } from './py.js';
 
 export const PUNCTUATION: readonly string[] = [';', '/', '[', ']', '"', '{', '}', '(', ')', '=', '+', '\\', '_', '-', '>', '<', '@', '`', ',', '?', '!'];
 
@@ -108,14 +108,18 @@ export function processPunctuation(inText: string): string {
   return punctuationLoop(inText, /[0-9],[0-9]/.test(inText), asciiDigitAhead);
 }
 
-/** vqaEval.py / EvalAIAnswerProcessor `processDigitArticle` (identical in both). */
-export function processDigitArticle(inText: string): string {
+function digitArticle(words: readonly string[]): string {
   const out: string[] = [];
-  for (const w of pySplit(inText.toLowerCase())) {
+  for (const w of words) {
     const word = MANUAL_MAP.get(w) ?? w;
     if (!ARTICLES.has(word)) out.push(word);
   }
   return out.map((w) => CONTRACTIONS.get(w) ?? w).join(' ');
+}
+
+/** vqaEval.py master `processDigitArticle` (Python 2 unicode: its lower() and split()). */
+export function processDigitArticle(inText: string): string {
+  return digitArticle(py2Split(py2Lower(inText)));
 }
 
 /** The official per-answer normalisation of master: processPunctuation then processDigitArticle. */
@@ -128,8 +132,10 @@ export function evalAiProcessPunctuation(inText: string): string {
   return punctuationLoop(inText, /(?<=\p{Nd}),+(?=\p{Nd})/u.test(inText), unicodeDigitAhead);
 }
 
-/** EvalAIAnswerProcessor.process_digit_article. */
-export const evalAiProcessDigitArticle = processDigitArticle;
+/** EvalAIAnswerProcessor.process_digit_article (the same code as vqaEval.py's, under Python 3). */
+export function evalAiProcessDigitArticle(inText: string): string {
+  return digitArticle(pySplit(inText.toLowerCase()));
+}
 
 /** EvalAIAnswerProcessor.word_tokenize. */
 export function evalAiWordTokenize(word: string): string {
@@ -141,5 +147,5 @@ export function evalAiAnswerProcessor(item: string): string {
   let s = evalAiWordTokenize(item);
   s = pyStrip(s.split('\n').join(' ').split('\t').join(' '));
   s = evalAiProcessPunctuation(s);
-  return processDigitArticle(s);
+  return evalAiProcessDigitArticle(s);
 }

@@ -9,7 +9,7 @@
  * and is asked again by the next run.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, rmSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { extname, isAbsolute, relative, resolve } from 'node:path';
 
@@ -129,7 +129,50 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
 
 const isAbort = (e: unknown, signal: AbortSignal): boolean => signal.aborted || (e as Error)?.name === 'AbortError';
 
+/**
+ * Two runs appending to the same answer file would each ask every pending question: a lock file
+ * (`<out>.lock`, holding the pid) refuses the second one; a lock left by a process that no longer runs is
+ * taken over.
+ */
+function lockAnswers(out: string): () => void {
+  const file = `${out}.lock`;
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(file, 'wx');
+      writeSync(fd, `${process.pid}\n`);
+      closeSync(fd);
+      return () => rmSync(file, { force: true });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new EvalInputError(`${file}: cannot create the lock file (${(e as Error).message})`);
+      const pid = Number.parseInt(readFileSync(file, 'utf8'), 10);
+      if (Number.isInteger(pid) && pid > 0 && pidAlive(pid)) {
+        throw new EvalInputError(`${out} is being written by another eval run (pid ${pid}); wait for it, or remove ${file} if that process is not an eval run`);
+      }
+      rmSync(file, { force: true });
+    }
+  }
+  throw new EvalInputError(`${file}: could not take the lock`);
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 export async function runEval(opts: RunOptions): Promise<RunSummary> {
+  const unlock = lockAnswers(opts.out);
+  try {
+    return await runEvalLocked(opts);
+  } finally {
+    unlock();
+  }
+}
+
+async function runEvalLocked(opts: RunOptions): Promise<RunSummary> {
   const t0 = performance.now();
   const log = opts.log ?? ((m: string) => process.stderr.write(`${m}\n`));
   const concurrency = opts.concurrency ?? 1;

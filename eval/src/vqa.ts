@@ -27,7 +27,7 @@
  * VizWiz-format annotations are therefore scored with 'index' (what VizWiz's own code does).
  */
 import { evalAiAnswerProcessor, evalAiProcessDigitArticle, evalAiProcessPunctuation, vqaNormalize } from './normalize.js';
-import { pyRound, pyStrip, pySum } from './py.js';
+import { py2Strip, pyRound, pyStrip, pySum } from './py.js';
 
 export type NormalizeMode = 'official' | 'always' | 'vizwiz';
 export const NORMALIZE_MODES: readonly NormalizeMode[] = ['official', 'always', 'vizwiz'];
@@ -55,7 +55,8 @@ export function pyJsonEqual(a: unknown, b: unknown): boolean {
   return ka.every((k) => Object.prototype.hasOwnProperty.call(ob, k) && pyJsonEqual((a as Record<string, unknown>)[k], ob[k]));
 }
 
-const cleanWs = (s: string): string => pyStrip(s.split('\n').join(' ').split('\t').join(' '));
+/** vqaEval.py's `replace('\n', ' ').replace('\t', ' ').strip()` (Python 2 unicode strip in official mode). */
+const cleanWs = (s: string, strip: (x: string) => string = pyStrip): string => strip(s.split('\n').join(' ').split('\t').join(' '));
 
 /** One question's accuracy in [0, 1]. */
 export function vqaQuestionAccuracy(
@@ -71,8 +72,9 @@ export function vqaQuestionAccuracy(
     res = vqaNormalize(cleanWs(prediction));
     gts = gtAnswers.map((a) => ({ ...a }));
   } else {
-    res = mode === 'always' ? evalAiAnswerProcessor(prediction) : cleanWs(prediction);
-    gts = gtAnswers.map((a) => ({ ...a, answer: cleanWs(a.answer) }));
+    const strip = mode === 'official' ? py2Strip : pyStrip;
+    res = mode === 'always' ? evalAiAnswerProcessor(prediction) : cleanWs(prediction, strip);
+    gts = gtAnswers.map((a) => ({ ...a, answer: cleanWs(a.answer, strip) }));
     if (new Set(gts.map((a) => a.answer)).size > 1) {
       const norm = mode === 'always' ? (t: string) => evalAiProcessDigitArticle(evalAiProcessPunctuation(t)) : vqaNormalize;
       gts = gts.map((a) => ({ ...a, answer: norm(a.answer) }));

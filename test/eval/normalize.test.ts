@@ -6,7 +6,8 @@
 import { describe, expect, it } from 'vitest';
 
 import { CONTRACTIONS, evalAiAnswerProcessor, processDigitArticle, processPunctuation, vqaNormalize } from '../../eval/src/normalize.js';
-import { pyRound, pySplit, pyStrip } from '../../eval/src/py.js';
+import { py2Lower, py2Split, py2Strip, py3Round, pyRound, pySplit, pyStrip } from '../../eval/src/py.js';
+import { vqaQuestionAccuracy } from '../../eval/src/vqa.js';
 
 // [input, LLaVA EvalAIAnswerProcessor, official master] — anchors.md §4.4
 const ANCHOR_TABLE: [string, string, string][] = [
@@ -131,5 +132,33 @@ describe('Python semantics', () => {
     expect(pyRound(2.675, 2)).toBe(2.67); // 2.675 is 2.67499999… in binary
     expect(pyRound(66.66666666666667, 2)).toBe(66.67);
     expect(pyRound(0.5, 0)).toBe(1);
+  });
+});
+
+describe('Python 2 (vqaEval.py master) vs Python 3 (LLaVA scripts) details', () => {
+  it('rounds exact halves away from zero in Python 2 and to even in Python 3, on the exact binary value', () => {
+    // 1 of 32 right: 3.125 exactly. vqaEval.py (Py2 round) prints 3.13; LLaVA's "{:.2f}" prints 3.12.
+    expect(pyRound(100 / 32)).toBe(3.13);
+    expect(py3Round(100 / 32)).toBe(3.12);
+    expect(py3Round(100 * (3 / 32))).toBe(9.38); // 9.375 → 9.38 (8 is even)
+    expect(py3Round(3.135)).toBe(3.13); // stored as 3.13499999999999978684…: not a tie (Python 3 agrees)
+    expect(py3Round(2.675)).toBe(2.67); // stored as 2.67499999999999982236…
+    expect([0.5, 1.5, 2.5, -2.5].map((x) => py3Round(x, 0))).toEqual([0, 2, 2, -2]);
+    expect(py3Round(97.97979797)).toBe(97.98);
+  });
+
+  it('lowercases and splits as Python 2 unicode does', () => {
+    expect(py2Lower('\u0130STANBUL')).toBe('istanbul'); // JS: "i̇stanbul" (two code points)
+    expect(py2Lower('\u039f\u0394\u039f\u03a3')).toBe('\u03bf\u03b4\u03bf\u03c3'); // no final sigma
+    expect(py2Split('red\u180ecar')).toEqual(['red', 'car']); // U+180E is whitespace in Unicode 5.2
+    expect(pySplit('red\u180ecar')).toEqual(['red\u180ecar']); // but not in Python 3
+    expect(py2Strip('\u180e yes \u180e')).toBe('yes');
+  });
+
+  it('scores those answers as vqaEval.py master does when the annotators disagree', () => {
+    const gts = (a: string, b: string) => Array.from({ length: 10 }, (_, i) => ({ answer: i < 5 ? a : b, answer_id: i + 1 }));
+    expect(vqaQuestionAccuracy(gts('istanbul', 'paris'), '\u0130stanbul')).toBe(1);
+    expect(vqaQuestionAccuracy(gts('\u03bf\u03b4\u03bf\u03c3', 'street'), '\u039f\u0394\u039f\u03a3')).toBe(1);
+    expect(vqaQuestionAccuracy(gts('red car', 'blue car'), 'red\u180ecar')).toBe(1);
   });
 });

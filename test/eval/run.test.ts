@@ -193,6 +193,22 @@ describe('eval run against an OpenAI-compatible endpoint', () => {
     await expect(runEval(baseOptions(c, server, { promptSuffix: SUFFIX }))).rejects.toThrow(/another prompt.*--prompt-suffix/);
   });
 
+  it('refuses a second run on the same answer file while the first is running; a stale lock is taken over', async () => {
+    server = await startFakeServer();
+    const c = makeCase([1, 2, 3, 4]);
+    const first = runEval(baseOptions(c, server));
+    await expect(runEval(baseOptions(c, server))).rejects.toThrow(/being written by another eval run \(pid \d+\)/);
+    await first;
+    expect(existsSync(`${c.out}.lock`)).toBe(false);
+    expect(readLines(c.out)).toHaveLength(4);
+    writeFileSync(`${c.out}.lock`, '999999999\n'); // no such process
+    const more = makeCase([1, 2, 3, 4, 5]);
+    const again = await runEval(baseOptions({ questions: more.questions, out: c.out }, server));
+    expect(again).toMatchObject({ already_answered: 4, answered: 1 });
+    expect(readLines(c.out)).toHaveLength(5);
+    expect(existsSync(`${c.out}.lock`)).toBe(false);
+  });
+
   it('resumes a killed run: nothing asked or written twice, the torn last line repaired', async () => {
     // q1–q3 are answered, q4 onwards hang: the run is stuck with 3 answers written when it is killed.
     server = await startFakeServer(Object.fromEntries([4, 5, 6, 7, 8].map((n) => [`q${n}`, { kind: 'hang' as const }])));

@@ -10,7 +10,7 @@
 import { z } from 'zod';
 
 import { EvalInputError, idKey, parseWith, type AnswerRecord } from '../files.js';
-import { pyRound, pyRstrip, pySplit, pySum } from '../py.js';
+import { py3Round, pyRstrip, pySplit, pySum } from '../py.js';
 
 const gqaQuestionSchema = z
   .object({
@@ -110,7 +110,7 @@ export function scoreGqa(questionsJson: unknown, answers: readonly AnswerRecord[
   }
   if (scores.accuracy.length === 0) throw new EvalInputError('no balanced GQA question has an answer');
   const avg = (l: number[]) => (l.length === 0 ? 0 : pySum(l) / l.length);
-  const pct = (l: number[]) => pyRound(avg(l) * 100, 2);
+  const pct = (l: number[]) => py3Round(avg(l) * 100, 2);
   const breakdown = (m: Map<string, number[]>): GqaBreakdown =>
     Object.fromEntries([...m.keys()].sort().map((k) => [k, { accuracy: pct(m.get(k)!), questions: m.get(k)!.length }]));
   const chi = chiSquare(dist.gold, dist.predicted);

@@ -18,7 +18,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { EvalInputError, type AnswerRecord } from '../files.js';
-import { pyPrefix, pyRound, pyStrip } from '../py.js';
+import { pyPrefix, py3Round, pyStrip } from '../py.js';
 
 export const MME_EVAL_TYPES = {
   Perception: ['existence', 'count', 'position', 'color', 'posters', 'celebrity', 'scene', 'landmark', 'artwork', 'OCR'],
@@ -154,9 +154,9 @@ export function scoreMme(groundTruth: ReadonlyMap<string, string>, answers: read
       const accPlus = plus / imgs;
       const score = 0 + acc * 100 + accPlus * 100;
       total += score;
-      result[evalType].tasks[task] = { images: imgs, questions, acc: pyRound(acc * 100, 2), acc_plus: pyRound(accPlus * 100, 2), score: pyRound(score, 2), other };
+      result[evalType].tasks[task] = { images: imgs, questions, acc: py3Round(acc * 100, 2), acc_plus: py3Round(accPlus * 100, 2), score: py3Round(score, 2), other };
     }
-    result[evalType].total = pyRound(total, 2);
+    result[evalType].total = py3Round(total, 2);
   }
   if (opts.partial) result.skipped = skipped;
   if (byTask.size === 0) throw new EvalInputError('no MME answers to score');

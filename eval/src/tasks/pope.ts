@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 
 import { answersById, EvalInputError, idKey, parseWith, readJsonl, type AnswerRecord, type Question } from '../files.js';
-import { pyRound } from '../py.js';
+import { py3Round } from '../py.js';
 
 const popeLabelSchema = z.object({ label: z.string(), image: z.string().optional() }).passthrough();
 
@@ -70,7 +70,7 @@ function popeCounts(pairs: readonly { predYes: boolean; labelYes: boolean }[]): 
 }
 
 const pctRates = (r: Rates): Rates => {
-  const pct = (x: number | null) => (x === null ? null : pyRound(x * 100, 2));
+  const pct = (x: number | null) => (x === null ? null : py3Round(x * 100, 2));
   return { acc: pct(r.acc), precision: pct(r.precision), recall: pct(r.recall), f1: pct(r.f1), yes_ratio: pct(r.yes_ratio) };
 };
 

@@ -12,7 +12,7 @@
 import { z } from 'zod';
 
 import { answersById, EvalInputError, parseWith, type AnswerRecord } from '../files.js';
-import { pyRound } from '../py.js';
+import { py3Round } from '../py.js';
 
 const OPTIONS = ['A', 'B', 'C', 'D', 'E'];
 
@@ -87,10 +87,10 @@ export function scoreScienceQa(
     split,
     count,
     correct,
-    acc: pyRound((correct / count) * 100, 2),
+    acc: py3Round((correct / count) * 100, 2),
     img_count: imgCount,
     img_correct: imgCorrect,
-    img_acc: imgCount === 0 ? null : pyRound((imgCorrect / imgCount) * 100, 2),
+    img_acc: imgCount === 0 ? null : py3Round((imgCorrect / imgCount) * 100, 2),
     missing,
     failed_parse: failedParse,
   };

@@ -10,7 +10,7 @@ import { z } from 'zod';
 
 import { EvalInputError, idKey, parseWith, type AnswerRecord } from '../files.js';
 import { evalAiAnswerProcessor } from '../normalize.js';
-import { pyRound, pySum } from '../py.js';
+import { py3Round, pySum } from '../py.js';
 
 export const textVqaAnnotationsSchema = z.object({
   data: z.array(
@@ -97,5 +97,5 @@ export function scoreTextVqa(annotationsJson: unknown, answers: readonly AnswerR
     scores.push(textVqaAnswerScores(gt).get(evalAiAnswerProcessor(r.text)) ?? 0);
   }
   if (scores.length === 0) throw new EvalInputError('no TextVQA answers to score');
-  return { samples: scores.length, accuracy: pyRound(100 * (pySum(scores) / scores.length), 2), ...(opts.partial ? { unmatched } : {}) };
+  return { samples: scores.length, accuracy: py3Round(100 * (pySum(scores) / scores.length), 2), ...(opts.partial ? { unmatched } : {}) };
 }
