@@ -80,7 +80,7 @@ export interface ErrorContext {
 export function mapLibraryError(e: unknown, ctx: ErrorContext): HttpError | undefined {
   if (e instanceof HttpError) return e;
   if (e instanceof ChatInputError) {
-    // messages.ts prefixes its messages with the path: "messages[2]: a system message is only allowed first"
+    // messages.ts prefixes its messages with the path: "messages[2]: images are only allowed in user messages"
     const m = /^(messages(?:\[\d+\]|\.[A-Za-z_]+)*)[: ]/.exec(e.message);
     return badRequest(e.message, m ? m[1]! : 'messages');
   }

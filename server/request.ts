@@ -23,7 +23,9 @@ const imagePart = z.object({
     { error: 'image_url must be an object {url, detail?}' },
   ),
 });
-const part = z.discriminatedUnion('type', [textPart, imagePart], {
+// what an assistant turn said when it refused (OpenAI's assistant content part); replayed as its text
+const refusalPart = z.object({ type: z.literal('refusal'), refusal: z.string() });
+const part = z.discriminatedUnion('type', [textPart, imagePart, refusalPart], {
   error: (iss) =>
     iss.code === 'invalid_union' && iss.note === 'No matching discriminator'
       ? 'unsupported content part type: this server accepts "text" and "image_url" parts'
@@ -45,6 +47,10 @@ const message = z
   .strict()
   .superRefine((m, ctx) => {
     if (m.content === null && m.role !== 'assistant') ctx.addIssue({ code: 'custom', path: ['content'], message: 'content must be a string or an array of content parts' });
+    if (Array.isArray(m.content) && m.role !== 'assistant') {
+      const j = m.content.findIndex((p) => p.type === 'refusal');
+      if (j >= 0) ctx.addIssue({ code: 'custom', path: ['content', j], message: 'a "refusal" content part is only allowed in assistant messages' });
+    }
   });
 
 const neutral = (what: string, zero: unknown) =>
@@ -87,6 +93,7 @@ export const requestSchema = z
     top_p: z.number().min(0).max(1).nullish(),
     top_k: z.number().int().min(0).max(1_000_000).nullish(),
     min_p: z.number().min(0).max(1).nullish(),
+    // llama.cpp's convention: -1 = a random seed; other values are taken modulo 2^32 as llama-server does
     seed: z.number().int().nullish(),
     stop: z.union([z.string().min(1).max(1000), z.array(z.string().min(1).max(1000)).max(16)], { error: 'stop must be a non-empty string or a list of at most 16' }).nullish(),
     response_format: responseFormat.nullish(),
@@ -182,13 +189,19 @@ export function prepareChat(body: unknown, limits: Limits): PreparedChat {
     }
     m.content.forEach((p, j) => {
       if (p.type === 'text') chars += p.text.length;
+      else if (p.type === 'refusal') chars += p.refusal.length;
       else {
         const param = `messages[${i}].content[${j}].image_url.url`;
         if (imageParams.length >= limits.maxImages) throw badRequest(`too many images: this server accepts at most ${limits.maxImages} per request`, param, 'too_many_images');
         imageParams.push(param);
       }
     });
-    return { role, content: m.content.map((p) => (p.type === 'text' ? p : { type: 'image_url' as const, image_url: { url: p.image_url.url } })) };
+    return {
+      role,
+      content: m.content.map((p) =>
+        p.type === 'text' ? p : p.type === 'refusal' ? { type: 'text' as const, text: p.refusal } : { type: 'image_url' as const, image_url: { url: p.image_url.url } },
+      ),
+    };
   });
   if (chars > limits.maxPromptChars) throw badRequest(`the messages hold ${chars} characters of text; this server accepts at most ${limits.maxPromptChars}`, 'messages', 'prompt_too_long');
 
@@ -202,7 +215,7 @@ export function prepareChat(body: unknown, limits: Limits): PreparedChat {
   }
   if (b.top_k != null) options.topK = b.top_k;
   if (b.min_p != null) options.minP = b.min_p;
-  if (b.seed != null) options.seed = ((b.seed % 2 ** 32) + 2 ** 32) % 2 ** 32;
+  if (b.seed != null && b.seed !== -1) options.seed = ((b.seed % 2 ** 32) + 2 ** 32) % 2 ** 32;
   if (b.stop != null) options.stop = typeof b.stop === 'string' ? [b.stop] : b.stop;
   const rf = b.response_format;
   if (rf?.type === 'json_object') options.jsonSchema = { type: 'object', additionalProperties: true };

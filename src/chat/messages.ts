@@ -42,8 +42,9 @@ export interface NormalizedChat {
 }
 
 /**
- * Validates and flattens messages. Only one leading system message is allowed (templates put it in one
- * place); images may appear in user messages only; the conversation must end with a user turn.
+ * Validates and flattens messages. System messages must come first (templates put the system prompt in
+ * one place); several leading ones (e.g. a system and a developer message) are joined with a blank line.
+ * Images may appear in user messages only; the conversation must end with a user turn.
  */
 export function normalizeChat(raw: unknown): NormalizedChat {
   const r = chatMessagesSchema.safeParse(raw);
@@ -57,9 +58,10 @@ export function normalizeChat(raw: unknown): NormalizedChat {
   r.data.forEach((m, idx) => {
     const parts = typeof m.content === 'string' ? [{ type: 'text' as const, text: m.content }] : m.content;
     if (m.role === 'system') {
-      if (idx !== 0) throw new ChatInputError(`messages[${idx}]: a system message is only allowed first`);
+      if (turns.length > 0) throw new ChatInputError(`messages[${idx}]: system (and developer) messages are only allowed before the first user or assistant message`);
       if (parts.some((p) => p.type !== 'text')) throw new ChatInputError(`messages[${idx}]: a system message may only hold text`);
-      system = parts.map((p) => (p.type === 'text' ? p.text : '')).join('\n');
+      const text = parts.map((p) => (p.type === 'text' ? p.text : '')).join('\n');
+      system = system === undefined ? text : `${system}\n\n${text}`;
       return;
     }
     const pieces: Piece[] = parts.map((p) => {

@@ -256,17 +256,21 @@ export class VisionLanguageModel {
     const o = parseChatOptions(options);
     const signal = o.signal ? AbortSignal.any([o.signal, this.disposing.signal]) : this.disposing.signal;
     const template = o.template ?? this.defaultTemplate;
-    const images = await loadImages(chat.images, this.imageLoader);
-    const keys = images.map((im) => this.features.keyFor(im.sha256));
-    const plan = planPrompt(renderPrompt(this.model, chat, template), keys, this.embedder.tokensPerImage, this.placeholder.token);
-    const n = plan.tokens.length;
+    const rendered = renderPrompt(this.model, chat, template);
+    // The prompt's length does not depend on the pictures: refuse an over-long one before any image is
+    // loaded (and, in the server, prefetched into the tower).
+    const draft = planPrompt(rendered, chat.images.map((_, i) => `draft-${i}`), this.embedder.tokensPerImage, this.placeholder.token);
+    const n = draft.tokens.length;
     if (n > this.sequenceCapacity) {
       throw new ChatError(
         'CONTEXT_FULL',
-        `the prompt needs ${n} positions (${plan.spans.length} image(s) × ${this.embedder.tokensPerImage} rows + ${n - plan.imageTokens} text tokens), ` +
+        `the prompt needs ${n} positions (${draft.spans.length} image(s) × ${this.embedder.tokensPerImage} rows + ${n - draft.imageTokens} text tokens), ` +
           `but a sequence holds ${this.sequenceCapacity} (contextSize ${this.context.contextSize} minus one)`,
       );
     }
+    const images = await loadImages(chat.images, this.imageLoader);
+    const keys = images.map((im) => this.features.keyFor(im.sha256));
+    const plan = planPrompt(rendered, keys, this.embedder.tokensPerImage, this.placeholder.token);
     const grammar = o.jsonSchema ? await this.grammarFor(o.jsonSchema) : undefined;
     const seed = o.seed ?? randomInt(0, 2 ** 32 - 1);
     const usage: ChatUsage = {

@@ -56,12 +56,22 @@ describe('normalizeChat rejects malformed conversations with the path of the pro
     [[], /messages: messages must not be empty/],
     [[{ role: 'tool', content: 'x' }], /messages\[0\]\.role/],
     [[{ role: 'user', content: [{ type: 'audio', data: 'x' }] }], /messages\[0\]\.content/],
-    [[{ role: 'user', content: 'a' }, { role: 'system', content: 's' }, { role: 'user', content: 'b' }], /messages\[1\]: a system message is only allowed first/],
+    [[{ role: 'user', content: 'a' }, { role: 'system', content: 's' }, { role: 'user', content: 'b' }], /messages\[1\]: system \(and developer\) messages are only allowed before the first user or assistant message/],
     [[{ role: 'assistant', content: [IMG] }, { role: 'user', content: 'q' }], /messages\[0\]: images are only allowed in user messages/],
     [[{ role: 'user', content: 'q' }, { role: 'assistant', content: 'a' }], /must end with a user message/],
   ])('%j', (messages, re) => {
     expect(() => normalizeChat(messages)).toThrow(ChatInputError);
     expect(() => normalizeChat(messages)).toThrow(re);
+  });
+
+  it('joins several leading system messages (system + developer) with a blank line', () => {
+    const c = normalizeChat([
+      { role: 'system', content: 'Be brief.' },
+      { role: 'system', content: [{ type: 'text', text: 'Answer in English.' }] },
+      { role: 'user', content: 'q' },
+    ]);
+    expect(c.system).toBe('Be brief.\n\nAnswer in English.');
+    expect(c.turns).toHaveLength(1);
   });
 
   it('collects images in order across turns', () => {

@@ -161,7 +161,7 @@ export function fuzzCases(env: FuzzEnv): FuzzCase[] {
     ['part null', [{ role: 'user', content: [null] }]], ['part string', [{ role: 'user', content: ['x'] }]], ['part without type', [{ role: 'user', content: [{ text: 'x' }] }]],
     ['system with image', [{ role: 'system', content: [imgPart] }, user]], ['assistant with image', [user, { role: 'assistant', content: [imgPart] }, user]],
     ['ends with assistant', [user, { role: 'assistant', content: 'a' }]], ['only system', [{ role: 'system', content: 's' }]], ['system second', [user, { role: 'system', content: 's' }, user]],
-    ['two systems', [{ role: 'system', content: 'a' }, { role: 'developer', content: 'b' }, user]], ['assistant tool_calls', [user, { role: 'assistant', content: null, tool_calls: [{ id: '1', type: 'function', function: { name: 'f', arguments: '{}' } }] }, user]],
+    ['system after user', [user, { role: 'developer', content: 'b' }, user]], ['assistant tool_calls', [user, { role: 'assistant', content: null, tool_calls: [{ id: '1', type: 'function', function: { name: 'f', arguments: '{}' } }] }, user]],
     ['assistant function_call', [user, { role: 'assistant', content: 'x', function_call: { name: 'f', arguments: '{}' } }, user]], ['extra key', [{ role: 'user', content: 'x', foo: 1 }]],
     ['name too long', [{ role: 'user', content: 'x', name: 'n'.repeat(300) }]], ['only assistant', [{ role: 'assistant', content: 'x' }]], ['messages of arrays', [[user]]],
     ['content part array nested', [{ role: 'user', content: [[{ type: 'text', text: 'x' }]] }]], ['image_url array', [{ role: 'user', content: [{ type: 'image_url', image_url: [env.image] }] }]],

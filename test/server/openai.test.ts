@@ -6,7 +6,7 @@ import type { ChatCompletionMessageParam } from 'openai/resources/chat/completio
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { dataUrl, imagePart, pngBytes } from '../chat/fixtures.js';
-import { longOutputFormat, startTestServer, syntheticModel, type TestServer } from './helpers.js';
+import { errorOf, longOutputFormat, post, startTestServer, syntheticModel, type TestServer } from './helpers.js';
 
 let model: Awaited<ReturnType<typeof syntheticModel>>;
 let t: TestServer;
@@ -163,6 +163,25 @@ describe('openai client', () => {
     if (r.choices[0]!.finish_reason === 'stop') expect(typeof JSON.parse(text)).toBe('object');
   });
 
+  it('accepts what OpenAI clients send that changes nothing here: system + developer, a refusal part, empty logit_bias, seed -1', async () => {
+    const body = (extra: Record<string, unknown>, messages: unknown[]) => ({ model: 'test-model', max_tokens: 2, messages, ...extra });
+    const user = { role: 'user', content: [imagePart(red), { type: 'text', text: 'Hi' }] };
+    const ok = await post(`${t.url}/v1/chat/completions`, body({ logit_bias: {} }, [{ role: 'system', content: 'Be brief.' }, { role: 'developer', content: 'Use English.' }, user]));
+    expect(ok.status, ok.text).toBe(200);
+    const refusal = await post(`${t.url}/v1/chat/completions`, body({}, [user, { role: 'assistant', content: [{ type: 'refusal', refusal: 'I cannot.' }] }, { role: 'user', content: 'Why?' }]));
+    expect(refusal.status, refusal.text).toBe(200);
+    const bad = await post(`${t.url}/v1/chat/completions`, body({}, [{ role: 'user', content: [{ type: 'refusal', refusal: 'x' }] }]));
+    expect(bad.status).toBe(400);
+    expect(errorOf(bad.body).param).toBe('messages[0].content[0]');
+    const late = await post(`${t.url}/v1/chat/completions`, body({}, [user, { role: 'assistant', content: 'a' }, { role: 'developer', content: 'x' }, { role: 'user', content: 'b' }]));
+    expect(late.status).toBe(400);
+    expect(errorOf(late.body).message).toMatch(/messages\[2\]: system \(and developer\) messages are only allowed before/);
+    const seeds = await Promise.all([1, 2].map(() => post(`${t.url}/v1/chat/completions`, body({ seed: -1 }, [user]))));
+    const drawn = seeds.map((r) => timingsOf(r.body).seed);
+    expect(drawn[0]).not.toBe(drawn[1]); // -1 = a random seed, as in llama.cpp
+    expect(drawn).not.toContain(4294967295);
+  });
+
   it('maps client mistakes to 400 with the parameter path, and unknown models to 404', async () => {
     const bad = async (body: Record<string, unknown>) => {
       try {
@@ -195,8 +214,13 @@ describe('openai client', () => {
       expect(e.param).toBe(param);
       expect(e.message.length).toBeGreaterThan(5);
     }
-    const ctx = await bad({ messages: ask('word '.repeat(3000)) });
+    const batches = async () => Number(/llm2clip_image_batch_size_count (\d+)/.exec(await (await fetch(`${t.url}/metrics`)).text())![1]);
+    const before = await batches();
+    const fresh = dataUrl(await pngBytes(17, 99, 201)); // never seen: would need the tower
+    const ctx = await bad({ messages: ask('word '.repeat(3000), fresh) });
     expect(ctx.code).toBe('context_length_exceeded');
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await batches()).toBe(before); // refused before the image reached the tower
   });
 
   it('aborts generation when the client disconnects, freeing the sequence', async () => {
