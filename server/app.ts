@@ -104,12 +104,13 @@ export function createApp(ctx: ServerContext): express.Express {
     res.type('text/plain; version=0.0.4').send(ctx.metrics.render());
   });
 
+  const created = Math.floor(Date.now() / 1000); // when this server started serving the model
   const modelCard = () => {
     const vlm = ctx.model?.vlm;
     return {
       id: c.modelName,
       object: 'model',
-      created: 0,
+      created,
       owned_by: 'llm2clip',
       input_modalities: ['text', 'image'],
       architecture: { input_modalities: ['text', 'image'], output_modalities: ['text'] },
@@ -122,7 +123,8 @@ export function createApp(ctx: ServerContext): express.Express {
     res.json(modelCard());
   });
 
-  const json = express.json({ limit: c.maxBodyBytes, strict: true });
+  // not strict: a body of valid JSON that is not an object (null, 3, "x") gets "must be a JSON object"
+  const json = express.json({ limit: c.maxBodyBytes, strict: false });
   const chat = async (req: Request, res: Response): Promise<void> => chatCompletions(ctx, req, res);
   app.post('/v1/chat/completions', json, chat);
   app.post('/chat/completions', auth, json, chat);
