@@ -144,7 +144,12 @@ function lockAnswers(out: string): () => void {
       return () => rmSync(file, { force: true });
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new EvalInputError(`${file}: cannot create the lock file (${(e as Error).message})`);
-      const pid = Number.parseInt(readFileSync(file, 'utf8'), 10);
+      let pid = NaN;
+      try {
+        pid = Number.parseInt(readFileSync(file, 'utf8'), 10);
+      } catch {
+        continue; // removed meanwhile by the run that held it: try again
+      }
       if (Number.isInteger(pid) && pid > 0 && pidAlive(pid)) {
         throw new EvalInputError(`${out} is being written by another eval run (pid ${pid}); wait for it, or remove ${file} if that process is not an eval run`);
       }

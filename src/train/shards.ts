@@ -205,7 +205,10 @@ export async function buildFeatureShards(o: BuildShardsOptions): Promise<BuildSh
       } catch (e) {
         throw new DatasetError(`${manifestPath}: not valid JSON (${(e as Error).message}); remove it or choose another --out`);
       }
-      if (old.format !== manifest.format || old.version !== manifest.version || identity(old) !== identity(manifest)) {
+      if (old.format === manifest.format && old.version !== manifest.version) {
+        throw new DatasetError(`${o.out} holds shards of format version ${String(old.version)} (this llm2clip writes version ${manifest.version}); choose another --out or empty it`);
+      }
+      if (old.format !== manifest.format || identity(old) !== identity(manifest)) {
         throw new DatasetError(`${o.out} holds shards made from other inputs (dataset, tower, LLM, template or shard size differ); choose another --out or empty it`);
       }
     }

@@ -139,6 +139,12 @@ describe('features --dataset', () => {
     await expect(cmdFeaturesDataset(args(out, ['--template', 'vicuna_v1']).filter((_, i, a) => !(a[i] === 'chatml' || a[i + 1] === 'chatml')))).rejects.toThrow(
       /holds shards made from other inputs/,
     );
+    // shards of the older row format are not resumed into the new one
+    const mPath = path.join(out, 'manifest.json');
+    fs.writeFileSync(mPath, JSON.stringify({ ...JSON.parse(fs.readFileSync(mPath, 'utf8')), version: 1 }));
+    await expect(buildFeatureShards({ ...quiet, dataset: w.dataset, images: w.images, tower: w.tower, llm: gguf, out, template: 'chatml', shardSize: 5, llama })).rejects.toThrow(
+      /holds shards of format version 1 \(this llm2clip writes version 2\)/,
+    );
   });
 
   it('stores features as float16 on request (half the disk, values rounded to float16)', async () => {

@@ -44,6 +44,14 @@ step() { # step NAME DONE-FILE command...: runs the command unless DONE-FILE exi
   $PY -c "import json,sys; p=sys.argv[1]; d=json.load(open(p)); d[sys.argv[2]]=d.get(sys.argv[2],0)+int(sys.argv[3]); json.dump(d,open(p,'w'),indent=1)" "$TIMES" "$name" $((SECONDS - t0))
 }
 
+held_out_evals() { # held_out_evals STAGE PROJECTOR LLM_HF LLM_GGUF: held-out accuracy in PyTorch and through the runtime
+  local stage=$1 proj=$2 hf=$3 gguf=$4
+  step $stage-eval-pytorch "$W/eval-$stage-pytorch.json" $PY $R/eval_torch.py --tower "$W/tower/hf" --projector "$proj" --llm "$hf" \
+    --tokens "$W/tokens-heldout.jsonl" --questions "$W/qa/heldout-questions.json" --images "$W/qa/images" --out "$W/eval-$stage-pytorch.json"
+  step $stage-eval-runtime "$W/eval-$stage-runtime.json" $RUN eval --tower "$OUT/tower" --projector "$proj" --llm "$gguf" \
+    --questions "$W/qa/heldout-questions.json" --images "$W/qa/images" --out "$W/eval-$stage-runtime.json"
+}
+
 [ -f dist/src/demo/run.js ] || { echo "build the TypeScript first: npm run build" >&2; exit 1; }
 
 # --- world -----------------------------------------------------------------------------------------
@@ -76,10 +84,7 @@ step projector-data "$W/qa/train-projector.json" $PY -c "import json,sys; d=json
 step shards "$W/shards/manifest.json" $CLI features --dataset "$W/qa/train-projector.json" --images "$W/qa/images" --tower "$OUT/tower" --llm "$W/llm.gguf" --template gguf --out "$W/shards"
 step stage1 "$W/stage1/projector.json" $PY -m projector.train --shards "$W/shards" --llm "$W/llm/hf" --out "$W/stage1" --stage 1 \
   --projector-type mlp2x_gelu --lr 1e-3 --batch-size 64 --max-steps $S1_STEPS --threads 1 --seed 0 --save-every 250 --log-every 50 --resume
-step stage1-eval-pytorch "$W/eval-stage1-pytorch.json" $PY $R/eval_torch.py --tower "$W/tower/hf" --projector "$W/stage1" --llm "$W/llm/hf" \
-  --tokens "$W/tokens-heldout.jsonl" --questions "$W/qa/heldout-questions.json" --images "$W/qa/images" --out "$W/eval-stage1-pytorch.json"
-step stage1-eval-runtime "$W/eval-stage1-runtime.json" $RUN eval --tower "$OUT/tower" --projector "$W/stage1" --llm "$W/llm.gguf" \
-  --questions "$W/qa/heldout-questions.json" --images "$W/qa/images" --out "$W/eval-stage1-runtime.json"
+held_out_evals stage1 "$W/stage1" "$W/llm/hf" "$W/llm.gguf"
 
 # --- (c) stage 2 only if stage 1 misses the target -------------------------------------------------
 S1=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['accuracy'])" "$W/eval-stage1-pytorch.json")
@@ -96,10 +101,7 @@ else
   PROJ="$W/stage2"
   LLM_HF="$W/stage2/llm"
   LLM_GGUF="$W/llm-stage2.gguf"
-  step stage2-eval-pytorch "$W/eval-stage2-pytorch.json" $PY $R/eval_torch.py --tower "$W/tower/hf" --projector "$PROJ" --llm "$LLM_HF" \
-    --tokens "$W/tokens-heldout.jsonl" --questions "$W/qa/heldout-questions.json" --images "$W/qa/images" --out "$W/eval-stage2-pytorch.json"
-  step stage2-eval-runtime "$W/eval-stage2-runtime.json" $RUN eval --tower "$OUT/tower" --projector "$PROJ" --llm "$LLM_GGUF" \
-    --questions "$W/qa/heldout-questions.json" --images "$W/qa/images" --out "$W/eval-stage2-runtime.json"
+  held_out_evals stage2 "$PROJ" "$LLM_HF" "$LLM_GGUF"
 fi
 
 # --- (d) conversation formats: fine-tune the chosen stage on them (projector + LLM), then re-check ---------
@@ -115,10 +117,7 @@ FINAL=stage3
 PROJ="$W/stage3"
 LLM_HF="$W/stage3/llm"
 LLM_GGUF="$W/llm-stage3.gguf"
-step stage3-eval-pytorch "$W/eval-stage3-pytorch.json" $PY $R/eval_torch.py --tower "$W/tower/hf" --projector "$PROJ" --llm "$LLM_HF" \
-  --tokens "$W/tokens-heldout.jsonl" --questions "$W/qa/heldout-questions.json" --images "$W/qa/images" --out "$W/eval-stage3-pytorch.json"
-step stage3-eval-runtime "$W/eval-stage3-runtime.json" $RUN eval --tower "$OUT/tower" --projector "$PROJ" --llm "$LLM_GGUF" \
-  --questions "$W/qa/heldout-questions.json" --images "$W/qa/images" --out "$W/eval-stage3-runtime.json"
+held_out_evals stage3 "$PROJ" "$LLM_HF" "$LLM_GGUF"
 step chat-eval-stage3 "$W/eval-chat-stage3-runtime.json" $RUN eval --tower "$OUT/tower" --projector "$PROJ" --llm "$LLM_GGUF" \
   --chats "$W/chat/heldout-chats.json" --images "$W/chat/images" --out "$W/eval-chat-stage3-runtime.json"
 
